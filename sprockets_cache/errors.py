@@ -1,0 +1,17 @@
+"""What the store can say went wrong; app.py maps each to a problem+json response."""
+
+
+class NotFound(Exception):
+    """No resource with that id."""
+
+
+class VersionMismatch(Exception):
+    """The resource changed since the version the client named (If-Match)."""
+
+
+class IdempotencyInProgress(Exception):
+    """The first request with this Idempotency-Key is still running."""
+
+
+class IdempotencyKeyReused(Exception):
+    """This Idempotency-Key was first used with another request body."""

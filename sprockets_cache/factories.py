@@ -1,0 +1,97 @@
+"""HTTP handlers for /api/v1/factories."""
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sprockets_cache.models import ChartData, FactoryIn
+from sprockets_cache.points import count, pack, unpack
+from sprockets_cache.problems import Problem
+from sprockets_cache.web import (
+    etag,
+    idempotent,
+    json_response,
+    next_cursor,
+    page,
+    path_id,
+    read_json,
+    settings,
+    store,
+    time_range,
+    validate,
+    versioned_response,
+)
+
+
+def _check_point_count(request: Request, chart_data: Any) -> None:
+    """Refuse an over-long batch before validating it point by point."""
+    limit = settings(request).max_chart_points
+    times = chart_data.get("time") if isinstance(chart_data, dict) else None
+    if isinstance(times, list) and len(times) > limit:
+        raise Problem(413, f"A write holds at most {limit} points; this one has {len(times)}.")
+
+
+def _packed(chart_data: ChartData | None) -> dict[int, bytes]:
+    if chart_data is None:
+        return {}
+    return pack(chart_data.time, chart_data.sprocket_production_actual, chart_data.sprocket_production_goal)
+
+
+async def list_factories(request: Request) -> Response:
+    after, limit = page(request)
+    first, last = time_range(request)
+    factories, last_id = await store(request).list_factories(after, limit, first, last)
+    return json_response({"factories": [f.as_json() for f in factories], "next_cursor": next_cursor(last_id)})
+
+
+async def get_factory(request: Request) -> Response:
+    first, last = time_range(request)
+    factory = await store(request).get_factory(path_id(request, "factory_id"), first, last)
+    return versioned_response(request, factory.as_json(), factory.version)
+
+
+async def create_factory(request: Request) -> Response:
+    body = await read_json(request, settings(request).max_chart_body_bytes)
+    if isinstance(body, dict):
+        _check_point_count(request, body.get("chart_data"))
+    factory = validate(FactoryIn, body)
+    buckets = _packed(factory.chart_data)
+
+    async def create() -> Response:
+        factory_id = await store(request).new_factory_ids()
+        name = factory.name or f"Factory {factory_id}"
+        version = await store(request).create_factory(factory_id, name, buckets)
+        chart_data = unpack(sorted(buckets.items())).as_chart_data()
+        body = {"id": factory_id, "name": name, "chart_data": chart_data}
+        response = versioned_response(request, body, version, status=201)
+        response.headers["Location"] = f"/api/v1/factories/{factory_id}"
+        return response
+
+    return await idempotent(request, "factories", body, create)
+
+
+async def write_chart_data(request: Request) -> Response:
+    factory_id = path_id(request, "factory_id")
+    body = await read_json(request, settings(request).max_chart_body_bytes)
+    _check_point_count(request, body)
+    buckets = _packed(validate(ChartData, body))
+    version = await store(request).write_points(factory_id, buckets)
+    return json_response({"written": count(buckets)}, headers={"ETag": etag(version)})
+
+
+async def factory_summary(request: Request) -> Response:
+    first, last = time_range(request)
+    factory = await store(request).get_factory(path_id(request, "factory_id"), first, last)
+    points = factory.points
+    actual_total, goal_total = sum(points.actual), sum(points.goal)
+    summary = {
+        "id": factory.id,
+        "points": len(points.time),
+        "actual_total": actual_total,
+        "goal_total": goal_total,
+        "attainment": actual_total / goal_total if goal_total else None,
+        "first_time": points.time[0] if points.time else None,
+        "last_time": points.time[-1] if points.time else None,
+    }
+    return versioned_response(request, summary, factory.version)

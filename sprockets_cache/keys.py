@@ -1,0 +1,52 @@
+"""Every Redis key name the service uses, in one place.
+
+Keys that one atomic write touches together share a hash tag (the part in
+braces), so the same code runs on Redis Cluster: all sprocket keys share
+`{sprockets}`, and each factory's keys share `{factory:<id>}`, so a cluster
+shards by factory.
+"""
+
+PREFIX = "sc:"
+
+# Production points are kept in buckets of this many seconds of time.
+BUCKET_WIDTH_S = 3600
+
+SPROCKET_TAG = "{sprockets}"
+FACTORY_TAG = "{factories}"
+
+SPROCKET_NEXT_ID = f"{PREFIX}{SPROCKET_TAG}:next_id"
+SPROCKET_INDEX = f"{PREFIX}{SPROCKET_TAG}:index"
+FACTORY_NEXT_ID = f"{PREFIX}{FACTORY_TAG}:next_id"
+FACTORY_INDEX = f"{PREFIX}{FACTORY_TAG}:index"
+SEEDS = f"{PREFIX}seeds"
+
+
+def key_for_sprocket(sprocket_id: int) -> str:
+    return f"{PREFIX}{SPROCKET_TAG}:{sprocket_id}"
+
+
+def sprocket_prefix() -> str:
+    """What a Lua script prepends to a new sprocket's id to name its hash."""
+    return f"{PREFIX}{SPROCKET_TAG}:"
+
+
+def key_for_factory(factory_id: int) -> str:
+    return f"{PREFIX}{{factory:{factory_id}}}:meta"
+
+
+def key_for_factory_buckets(factory_id: int) -> str:
+    return f"{PREFIX}{{factory:{factory_id}}}:buckets"
+
+
+def factory_points_prefix(factory_id: int) -> str:
+    """Bucket keys are this prefix plus the bucket number (time // BUCKET_WIDTH_S)."""
+    return f"{PREFIX}{{factory:{factory_id}}}:points:"
+
+
+def key_for_factory_points(factory_id: int, bucket: int) -> str:
+    return f"{factory_points_prefix(factory_id)}{bucket}"
+
+
+def key_for_idempotency(scope: str, digest: str) -> str:
+    """`digest` is a hash of the client's Idempotency-Key: clients never name a key."""
+    return f"{PREFIX}idempotency:{scope}:{digest}"

@@ -1,0 +1,63 @@
+"""The packed form of production points, as kept in Redis.
+
+A factory's points are split into buckets of `BUCKET_WIDTH_S` seconds. Each
+bucket is one Redis string of 10-byte records sorted by time: the offset of
+the time within the bucket (u16), actual (u32) and goal (u32), all
+big-endian. That is about 10 bytes a point, where a sorted set member costs
+over 100 (BENCHMARKS.md has the measurements).
+"""
+
+import struct
+from collections.abc import Iterable, Mapping
+
+from sprockets_cache.keys import BUCKET_WIDTH_S
+from sprockets_cache.models import MAX_TIME
+
+RECORD = struct.Struct(">HII")
+
+
+class Columns:
+    """Points as the three columns of `chart_data`, ordered by time."""
+
+    __slots__ = ("actual", "goal", "time")
+
+    def __init__(self) -> None:
+        self.actual: list[int] = []
+        self.goal: list[int] = []
+        self.time: list[int] = []
+
+    def as_chart_data(self) -> dict[str, list[int]]:
+        return {"sprocket_production_actual": self.actual, "sprocket_production_goal": self.goal, "time": self.time}
+
+
+def pack(times: Iterable[int], actuals: Iterable[int], goals: Iterable[int]) -> dict[int, bytes]:
+    """Group points into packed buckets. A later point at the same time replaces an earlier one."""
+    latest = {time: (actual, goal) for time, actual, goal in zip(times, actuals, goals, strict=True)}
+    buckets: dict[int, list[bytes]] = {}
+    for time in sorted(latest):
+        bucket, offset = divmod(time, BUCKET_WIDTH_S)
+        buckets.setdefault(bucket, []).append(RECORD.pack(offset, *latest[time]))
+    return {bucket: b"".join(records) for bucket, records in buckets.items()}
+
+
+def unpack(buckets: Iterable[tuple[int, bytes]], first: int = 0, last: int = MAX_TIME) -> Columns:
+    """The points of (bucket number, packed) pairs, in bucket order, whose time lies in [first, last]."""
+    columns = Columns()
+    for bucket, packed in buckets:
+        base = bucket * BUCKET_WIDTH_S
+        whole = base >= first and base + BUCKET_WIDTH_S - 1 <= last
+        for offset, actual, goal in RECORD.iter_unpack(packed):
+            time = base + offset
+            if whole or first <= time <= last:
+                columns.time.append(time)
+                columns.actual.append(actual)
+                columns.goal.append(goal)
+    return columns
+
+
+def count(buckets: Mapping[int, bytes]) -> int:
+    return sum(len(packed) for packed in buckets.values()) // RECORD.size
+
+
+def bucket_range(first: int, last: int) -> tuple[int, int]:
+    return first // BUCKET_WIDTH_S, last // BUCKET_WIDTH_S

@@ -1,0 +1,103 @@
+"""Errors as application/problem+json (RFC 9457), and the handlers that make them."""
+
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sprockets_cache.errors import IdempotencyInProgress, IdempotencyKeyReused, NotFound, VersionMismatch
+
+MEDIA_TYPE = "application/problem+json"
+# Seconds a client should wait before retrying when Redis is away.
+RETRY_AFTER_S = 1
+
+
+class Problem(Exception):
+    """Raised by the HTTP layer to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.errors, self.headers = status, detail, errors, headers
+
+
+def problem_response(
+    status: int, detail: str, errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None
+) -> Response:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return Response(orjson.dumps(body), status, headers=headers, media_type=MEDIA_TYPE)
+
+
+async def _problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return problem_response(exc.status, exc.detail, exc.errors, exc.headers)
+
+
+async def _http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail
+    if exc.status_code == 404:
+        detail = f"Nothing is at {request.url.path}."
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}."
+    return problem_response(exc.status_code, detail, headers=exc.headers)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return problem_response(404, f"Nothing is at {request.url.path}.")
+
+
+async def _version_mismatch(request: Request, exc: Exception) -> Response:
+    return problem_response(412, "The resource has changed since the version named in If-Match.")
+
+
+async def _in_progress(request: Request, exc: Exception) -> Response:
+    return problem_response(
+        409, "A request with this Idempotency-Key is still running; retry later.", headers=_retry_after()
+    )
+
+
+async def _key_reused(request: Request, exc: Exception) -> Response:
+    return problem_response(422, "This Idempotency-Key was already used with a different request body.")
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    return problem_response(503, "The datastore is unavailable; retry shortly.", headers=_retry_after())
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return problem_response(500, "The server failed to handle this request.")
+
+
+def _retry_after() -> dict[str, str]:
+    return {"Retry-After": str(RETRY_AFTER_S)}
+
+
+def exception_handlers(unavailable: tuple[type[Exception], ...]) -> dict[Any, Any]:
+    """The handler table for Starlette; `unavailable` are the store's errors that mean 503."""
+    handlers: dict[Any, Any] = {
+        Problem: _problem,
+        HTTPException: _http,
+        NotFound: _not_found,
+        VersionMismatch: _version_mismatch,
+        IdempotencyInProgress: _in_progress,
+        IdempotencyKeyReused: _key_reused,
+        Exception: _server_error,
+    }
+    handlers.update({error: _unavailable for error in unavailable})
+    return handlers

@@ -1,0 +1,96 @@
+"""HTTP handlers for /api/v1/sprockets."""
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sprockets_cache.errors import VersionMismatch
+from sprockets_cache.models import SprocketIn
+from sprockets_cache.problems import Problem
+from sprockets_cache.store import SPROCKET_FIELDS
+from sprockets_cache.web import (
+    JSON,
+    idempotent,
+    if_match,
+    json_response,
+    next_cursor,
+    page,
+    path_id,
+    read_json,
+    settings,
+    store,
+    validate,
+    versioned_response,
+)
+
+MERGE_PATCH = "application/merge-patch+json"
+# A PATCH re-reads and re-applies itself this often when other writers keep winning the race.
+PATCH_ATTEMPTS = 5
+
+
+def _location(sprocket_id: int) -> str:
+    return f"/api/v1/sprockets/{sprocket_id}"
+
+
+async def list_sprockets(request: Request) -> Response:
+    after, limit = page(request)
+    sprockets, last = await store(request).list_sprockets(after, limit)
+    return json_response({"sprockets": sprockets, "next_cursor": next_cursor(last)})
+
+
+async def get_sprocket(request: Request) -> Response:
+    sprocket = await store(request).get_sprocket(path_id(request, "sprocket_id"))
+    return versioned_response(request, sprocket.body, sprocket.version)
+
+
+async def create_sprocket(request: Request) -> Response:
+    body = await read_json(request, settings(request).max_body_bytes)
+    sprocket = validate(SprocketIn, body)
+
+    async def create() -> Response:
+        created = await store(request).create_sprocket(sprocket.model_dump())
+        response = versioned_response(request, created.body, created.version, status=201)
+        response.headers["Location"] = _location(created.body["id"])
+        return response
+
+    return await idempotent(request, "sprockets", body, create)
+
+
+async def replace_sprocket(request: Request) -> Response:
+    sprocket_id = path_id(request, "sprocket_id")
+    sprocket = validate(SprocketIn, await read_json(request, settings(request).max_body_bytes))
+    updated = await store(request).update_sprocket(sprocket_id, sprocket.model_dump(), if_match(request))
+    return versioned_response(request, updated.body, updated.version)
+
+
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7396 for flat objects: null removes a field, anything else replaces it."""
+    merged = {**target, **patch}
+    return {name: value for name, value in merged.items() if value is not None}
+
+
+async def patch_sprocket(request: Request) -> Response:
+    sprocket_id = path_id(request, "sprocket_id")
+    accepted = if_match(request)
+    patch = await read_json(request, settings(request).max_body_bytes, (MERGE_PATCH, JSON))
+    if not isinstance(patch, dict):
+        raise Problem(422, "A merge patch is a JSON object.", errors=[{"field": "", "message": "must be an object"}])
+    for _ in range(PATCH_ATTEMPTS):
+        current = await store(request).get_sprocket(sprocket_id)
+        if accepted is not None and current.version not in accepted:
+            raise VersionMismatch(sprocket_id)
+        sprocket = validate(SprocketIn, _merge({name: current.body[name] for name in SPROCKET_FIELDS}, patch))
+        try:
+            updated = await store(request).update_sprocket(sprocket_id, sprocket.model_dump(), [current.version])
+        except VersionMismatch:
+            if accepted is not None:
+                raise
+            continue
+        return versioned_response(request, updated.body, updated.version)
+    raise Problem(409, "The sprocket kept changing while this patch was applied; retry it.")
+
+
+async def delete_sprocket(request: Request) -> Response:
+    await store(request).delete_sprocket(path_id(request, "sprocket_id"), if_match(request))
+    return Response(status_code=204)

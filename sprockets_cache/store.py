@@ -1,0 +1,228 @@
+"""Everything the service keeps in Redis: sprockets, factories and their points.
+
+The store speaks in ids, dicts and packed points; it never sees a request.
+Each write that touches several keys is one Lua script over keys of one
+hash slot, so it is atomic on a single Redis and on a cluster alike.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.resources import files
+from typing import Any
+
+import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+
+from sprockets_cache import keys
+from sprockets_cache.errors import NotFound, VersionMismatch
+from sprockets_cache.points import Columns, bucket_range, unpack
+
+# What a client sees as 503: Redis is down, loading, or too slow to answer.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+
+SPROCKET_FIELDS = ("teeth", "pitch_diameter", "outside_diameter", "pitch")
+
+Client = redis.Redis | RedisCluster
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned:
+    body: dict[str, Any]
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Factory:
+    id: int
+    name: str
+    version: int
+    points: Columns
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "chart_data": self.points.as_chart_data()}
+
+
+def connect(url: str, cluster: bool = False, timeout_s: float = 1.0) -> Client:
+    """A client that fails fast: one quick retry on a dropped connection, never on a timeout,
+    since a write that timed out may have happened."""
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+    }
+    if cluster:
+        return RedisCluster.from_url(url, **options)
+    return redis.Redis.from_url(url, health_check_interval=30, **options)
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _script(client: Client, name: str) -> AsyncScript:
+    return client.register_script(files("sprockets_cache").joinpath(f"lua/{name}.lua").read_text())
+
+
+def _fields(pairs: Mapping[str, Any]) -> list[Any]:
+    return [item for pair in pairs.items() for item in pair]
+
+
+def _versions(accepted: list[int] | None) -> str:
+    """The versions a script accepts, as ",3,4,"; "" accepts any."""
+    return "" if accepted is None else "," + ",".join(map(str, accepted)) + ","
+
+
+def _sprocket(sprocket_id: int, raw: Mapping[bytes, bytes]) -> Versioned:
+    body = {
+        "id": sprocket_id,
+        "teeth": int(raw[b"teeth"]),
+        "pitch_diameter": float(raw[b"pitch_diameter"]),
+        "outside_diameter": float(raw[b"outside_diameter"]),
+        "pitch": float(raw[b"pitch"]),
+        "created_at": raw[b"created_at"].decode(),
+        "updated_at": raw[b"updated_at"].decode(),
+    }
+    return Versioned(body, int(raw[b"version"]))
+
+
+def _factory(factory_id: int, reply: list[bytes], first: int, last: int) -> Factory:
+    buckets = ((int(reply[i]), reply[i + 1]) for i in range(2, len(reply), 2))
+    return Factory(factory_id, reply[0].decode(), int(reply[1]), unpack(buckets, first, last))
+
+
+class Store:
+    def __init__(self, client: Client) -> None:
+        self.redis = client
+        self._create_sprocket = _script(client, "sprocket_create")
+        self._update_sprocket = _script(client, "sprocket_update")
+        self._delete_sprocket = _script(client, "sprocket_delete")
+        self._read_factory = _script(client, "factory_read")
+        self._write_factory = _script(client, "factory_write")
+        self._claim = _script(client, "idempotency_claim")
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    # Sprockets
+
+    async def create_sprocket(self, fields: Mapping[str, Any]) -> Versioned:
+        stamp = now()
+        values = {**fields, "created_at": stamp, "updated_at": stamp}
+        sprocket_id = await self._create_sprocket(
+            keys=[keys.SPROCKET_NEXT_ID, keys.SPROCKET_INDEX], args=[keys.sprocket_prefix(), *_fields(values)]
+        )
+        return Versioned({"id": sprocket_id, **values}, 1)
+
+    async def get_sprocket(self, sprocket_id: int) -> Versioned:
+        raw = await self.redis.hgetall(keys.key_for_sprocket(sprocket_id))  # type: ignore[misc]
+        if not raw:
+            raise NotFound(sprocket_id)
+        return _sprocket(sprocket_id, raw)
+
+    async def list_sprockets(self, after: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+        ids = await self.redis.zrangebyscore(keys.SPROCKET_INDEX, f"({after}", "+inf", start=0, num=limit + 1)
+        page = [int(i) for i in ids[:limit]]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sprocket_id in page:
+                pipe.hgetall(keys.key_for_sprocket(sprocket_id))
+            hashes = await pipe.execute()
+        # A sprocket deleted between the two round trips is left out.
+        sprockets = [_sprocket(i, raw).body for i, raw in zip(page, hashes, strict=True) if raw]
+        return sprockets, (page[-1] if len(ids) > limit else None)
+
+    async def update_sprocket(
+        self, sprocket_id: int, fields: Mapping[str, Any], accepted: list[int] | None
+    ) -> Versioned:
+        """Write the fields if the version is one of `accepted` (None: any)."""
+        reply = await self._update_sprocket(
+            keys=[keys.key_for_sprocket(sprocket_id)], args=[_versions(accepted), *_fields({**fields, "updated_at": now()})]
+        )
+        if reply == 0:
+            raise NotFound(sprocket_id)
+        if reply == -1:
+            raise VersionMismatch(sprocket_id)
+        return _sprocket(sprocket_id, dict(zip(reply[::2], reply[1::2], strict=True)))
+
+    async def delete_sprocket(self, sprocket_id: int, accepted: list[int] | None) -> None:
+        reply = await self._delete_sprocket(
+            keys=[keys.key_for_sprocket(sprocket_id), keys.SPROCKET_INDEX], args=[_versions(accepted), sprocket_id]
+        )
+        if reply == 0:
+            raise NotFound(sprocket_id)
+        if reply == -1:
+            raise VersionMismatch(sprocket_id)
+
+    # Factories
+
+    async def new_factory_ids(self, count: int = 1) -> int:
+        """Reserve `count` consecutive ids; returns the first."""
+        return int(await self.redis.incrby(keys.FACTORY_NEXT_ID, count)) - count + 1
+
+    async def create_factory(self, factory_id: int, name: str, buckets: Mapping[int, bytes]) -> int:
+        """Write a factory with its points (reserve its id first), then list it. Returns its version."""
+        created = {"name": name, "version": 0, "created_at": now()}
+        version = await self._write(factory_id, buckets, created)
+        await self.redis.zadd(keys.FACTORY_INDEX, {str(factory_id): factory_id})
+        return version
+
+    async def write_points(self, factory_id: int, buckets: Mapping[int, bytes]) -> int:
+        """Upsert packed buckets (see points.pack) into an existing factory. Returns its new version."""
+        return await self._write(factory_id, buckets, {})
+
+    async def _write(self, factory_id: int, buckets: Mapping[int, bytes], created: Mapping[str, Any]) -> int:
+        numbers = sorted(buckets)
+        reply = await self._write_factory(
+            keys=[
+                keys.key_for_factory(factory_id),
+                keys.key_for_factory_buckets(factory_id),
+                *(keys.key_for_factory_points(factory_id, n) for n in numbers),
+            ],
+            args=[len(created), *_fields(created), *numbers, *(buckets[n] for n in numbers)],
+        )
+        if reply is None:
+            raise NotFound(factory_id)
+        return int(reply)
+
+    async def get_factory(self, factory_id: int, first: int, last: int) -> Factory:
+        reply = await self._read_factory(**self._read_args(factory_id, first, last))
+        if reply is None:
+            raise NotFound(factory_id)
+        return _factory(factory_id, reply, first, last)
+
+    async def list_factories(self, after: int, limit: int, first: int, last: int) -> tuple[list[Factory], int | None]:
+        ids = await self.redis.zrangebyscore(keys.FACTORY_INDEX, f"({after}", "+inf", start=0, num=limit + 1)
+        page = [int(i) for i in ids[:limit]]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for factory_id in page:
+                await self._read_factory(**self._read_args(factory_id, first, last), client=pipe)
+            replies = await pipe.execute()
+        factories = [_factory(i, reply, first, last) for i, reply in zip(page, replies, strict=True) if reply]
+        return factories, (page[-1] if len(ids) > limit else None)
+
+    @staticmethod
+    def _read_args(factory_id: int, first: int, last: int) -> dict[str, list[Any]]:
+        first_bucket, last_bucket = bucket_range(first, last)
+        return {
+            "keys": [keys.key_for_factory(factory_id), keys.key_for_factory_buckets(factory_id)],
+            "args": [keys.factory_points_prefix(factory_id), first_bucket, last_bucket],
+        }
+
+    # Idempotency records and seed records
+
+    async def claim_idempotency(self, scope: str, digest: str, claim: bytes, ttl_s: int) -> bytes | None:
+        """Claim the key for a first request; if it is taken, return what it holds."""
+        held: bytes | None = await self._claim(keys=[keys.key_for_idempotency(scope, digest)], args=[claim, ttl_s])
+        return held
+
+    async def save_idempotency(self, scope: str, digest: str, record: bytes, ttl_s: int) -> None:
+        await self.redis.set(keys.key_for_idempotency(scope, digest), record, ex=ttl_s)
+
+    async def release_idempotency(self, scope: str, digest: str) -> None:
+        await self.redis.delete(keys.key_for_idempotency(scope, digest))

@@ -1,0 +1,185 @@
+"""What every handler does with a request: read and validate it, and answer in JSON."""
+
+import base64
+import contextlib
+import binascii
+import hashlib
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sprockets_cache.errors import IdempotencyInProgress, IdempotencyKeyReused
+from sprockets_cache.models import MAX_TIME, error_list
+from sprockets_cache.problems import Problem
+from sprockets_cache.settings import Settings
+from sprockets_cache.store import Store
+
+Model = TypeVar("Model", bound=BaseModel)
+
+JSON = "application/json"
+# Ids come from INCR, which stops at 2**63 - 1.
+MAX_ID = 2**63 - 1
+IDEMPOTENCY_TTL_S = 24 * 3600
+# How long a first request may hold its Idempotency-Key before a retry may take over.
+IDEMPOTENCY_CLAIM_TTL_S = 60
+
+
+def store(request: Request) -> Store:
+    return request.state.store  # type: ignore[no-any-return]
+
+
+def settings(request: Request) -> Settings:
+    return request.state.settings  # type: ignore[no-any-return]
+
+
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers=headers, media_type=JSON)
+
+
+async def read_json(request: Request, limit_bytes: int, media_types: Collection[str] = (JSON,)) -> Any:
+    """The parsed body; 415 for another media type, 413 past the limit (before reading it whole), 400 if malformed."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in media_types:
+        raise Problem(415, f"Send the body as {' or '.join(media_types)}.")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit_bytes:
+        raise Problem(413, f"The body is over the limit of {limit_bytes} bytes.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit_bytes:
+            raise Problem(413, f"The body is over the limit of {limit_bytes} bytes.")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise Problem(400, f"The body is not valid JSON: {error}.") from error
+
+
+def validate(model: type[Model], data: Any) -> Model:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise Problem(422, "The body breaks the rules below.", errors=error_list(error)) from error
+
+
+def path_id(request: Request, name: str) -> int:
+    """The id in the path; ids that cannot exist are 404 without asking Redis."""
+    value: int = request.path_params[name]
+    if not 1 <= value <= MAX_ID:
+        raise Problem(404, f"Nothing is at {request.url.path}.")
+    return value
+
+
+def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        message = f"must be a whole number from {low} to {high}"
+        raise Problem(422, f"Query parameter {name} {message}.", errors=[{"field": f"query.{name}", "message": message}])
+    return int(raw)
+
+
+def time_range(request: Request) -> tuple[int, int]:
+    """`from` and `to`, both inclusive, in unix seconds."""
+    first = _query_int(request, "from", 0, 0, MAX_TIME)
+    last = _query_int(request, "to", MAX_TIME, 0, MAX_TIME)
+    if first > last:
+        message = "must not be after to"
+        raise Problem(422, f"Query parameter from {message}.", errors=[{"field": "query.from", "message": message}])
+    return first, last
+
+
+def page(request: Request) -> tuple[int, int]:
+    """(the id to continue after, limit) from `cursor` and `limit`."""
+    limit = _query_int(request, "limit", 100, 1, 1000)
+    cursor = request.query_params.get("cursor")
+    if cursor is None:
+        return 0, limit
+    try:
+        after = int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode().removeprefix("after:"))
+    except (ValueError, binascii.Error) as error:
+        raise Problem(400, "The cursor is not one this API gave out.") from error
+    if not 0 <= after <= MAX_ID:
+        raise Problem(400, "The cursor is not one this API gave out.")
+    return after, limit
+
+
+def next_cursor(after: int | None) -> str | None:
+    """An opaque cursor: the last id of the page, so adds and deletes never shift a page."""
+    return None if after is None else base64.urlsafe_b64encode(f"after:{after}".encode()).decode().rstrip("=")
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _tags(header: str) -> list[str]:
+    return [tag.strip() for tag in header.split(",") if tag.strip()]
+
+
+def if_match(request: Request) -> list[int] | None:
+    """The versions `If-Match` accepts (strong comparison), None when any version will do."""
+    header = request.headers.get("if-match")
+    if header is None or header.strip() == "*":
+        return None
+    return [int(tag[1:-1]) for tag in _tags(header) if tag[0] == tag[-1] == '"' and tag[1:-1].isdigit()]
+
+
+def not_modified(request: Request, version: int) -> bool:
+    """True when `If-None-Match` names this version (weak comparison) or is `*`."""
+    header = request.headers.get("if-none-match")
+    if header is None:
+        return False
+    return any(tag == "*" or tag.removeprefix("W/") == etag(version) for tag in _tags(header))
+
+
+def versioned_response(request: Request, body: Any, version: int, status: int = 200) -> Response:
+    headers = {"ETag": etag(version), "Cache-Control": "no-cache"}
+    if status == 200 and not_modified(request, version):
+        return Response(status_code=304, headers=headers)
+    return json_response(body, status, headers)
+
+
+async def idempotent(request: Request, scope: str, body: Any, create: Callable[[], Awaitable[Response]]) -> Response:
+    """Run `create` once per Idempotency-Key: a retry with the same body gets the first response again."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return await create()
+    if not 1 <= len(key) <= 255:
+        raise Problem(400, "Idempotency-Key must be 1 to 255 characters.")
+    key_digest = hashlib.sha256(key.encode()).hexdigest()
+    body_digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    held = await store(request).claim_idempotency(
+        scope, key_digest, orjson.dumps({"body": body_digest}), IDEMPOTENCY_CLAIM_TTL_S
+    )
+    if held is not None:
+        return _replay(orjson.loads(held), body_digest)
+    try:
+        response = await create()
+    except BaseException:
+        # Best effort: if Redis is away the claim expires by itself.
+        with contextlib.suppress(Exception):
+            await store(request).release_idempotency(scope, key_digest)
+        raise
+    record = {
+        "body": body_digest,
+        "status": response.status_code,
+        "headers": {name: response.headers[name] for name in ("location", "etag") if name in response.headers},
+        "response": response.body.decode(),
+    }
+    await store(request).save_idempotency(scope, key_digest, orjson.dumps(record), IDEMPOTENCY_TTL_S)
+    return response
+
+
+def _replay(record: dict[str, Any], body_digest: str) -> Response:
+    if record["body"] != body_digest:
+        raise IdempotencyKeyReused
+    if "status" not in record:
+        raise IdempotencyInProgress
+    headers = {**record["headers"], "Idempotent-Replayed": "true"}
+    return Response(record["response"], record["status"], headers=headers, media_type=JSON)

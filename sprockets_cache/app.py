@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -45,13 +45,31 @@ async def _wait_for_redis(store: Store, wait_s: float) -> None:
             await asyncio.sleep(0.5)
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _resource(path: str, **handlers: Endpoint) -> Route:
+    """One route per path with a handler per method, so a 405 lists every method the path allows."""
+
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return Route(path, dispatch, methods=list(handlers))
+
+
 def create_app(settings: Settings | None = None, client: Client | None = None) -> Starlette:
     """The app; `client` hands in a Redis client (tests pass fakeredis), else one is made from settings."""
     settings = settings or Settings.from_env()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
-        store = Store(client or connect(settings.redis_url, settings.redis_cluster, settings.redis_timeout_s))
+        store = Store(
+            client
+            or connect(
+                settings.redis_url, settings.redis_cluster, settings.redis_timeout_s, settings.redis_max_connections
+            )
+        )
         await _wait_for_redis(store, settings.redis_startup_wait_s)
         try:
             yield {"store": store, "settings": settings}
@@ -63,17 +81,18 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     routes = [
         Route("/health", health),
         Route("/ready", ready),
-        Route(f"{api}/factories", factories.list_factories),
-        Route(f"{api}/factories", factories.create_factory, methods=["POST"]),
-        Route(f"{api}/factories/{{factory_id:int}}", factories.get_factory),
-        Route(f"{api}/factories/{{factory_id:int}}/chart_data", factories.write_chart_data, methods=["POST"]),
-        Route(f"{api}/factories/{{factory_id:int}}/summary", factories.factory_summary),
-        Route(f"{api}/sprockets", sprockets.list_sprockets),
-        Route(f"{api}/sprockets", sprockets.create_sprocket, methods=["POST"]),
-        Route(f"{api}/sprockets/{{sprocket_id:int}}", sprockets.get_sprocket),
-        Route(f"{api}/sprockets/{{sprocket_id:int}}", sprockets.replace_sprocket, methods=["PUT"]),
-        Route(f"{api}/sprockets/{{sprocket_id:int}}", sprockets.patch_sprocket, methods=["PATCH"]),
-        Route(f"{api}/sprockets/{{sprocket_id:int}}", sprockets.delete_sprocket, methods=["DELETE"]),
+        _resource(f"{api}/factories", GET=factories.list_factories, POST=factories.create_factory),
+        _resource(f"{api}/factories/{{factory_id:int}}", GET=factories.get_factory),
+        _resource(f"{api}/factories/{{factory_id:int}}/chart_data", POST=factories.write_chart_data),
+        _resource(f"{api}/factories/{{factory_id:int}}/summary", GET=factories.factory_summary),
+        _resource(f"{api}/sprockets", GET=sprockets.list_sprockets, POST=sprockets.create_sprocket),
+        _resource(
+            f"{api}/sprockets/{{sprocket_id:int}}",
+            GET=sprockets.get_sprocket,
+            PUT=sprockets.replace_sprocket,
+            PATCH=sprockets.patch_sprocket,
+            DELETE=sprockets.delete_sprocket,
+        ),
     ]
     return Starlette(routes=routes, exception_handlers=exception_handlers(UNAVAILABLE_ERRORS), lifespan=lifespan)
 

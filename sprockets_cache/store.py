@@ -46,17 +46,20 @@ class Factory:
         return {"id": self.id, "name": self.name, "chart_data": self.points.as_chart_data()}
 
 
-def connect(url: str, cluster: bool = False, timeout_s: float = 1.0) -> Client:
-    """A client that fails fast: one quick retry on a dropped connection, never on a timeout,
-    since a write that timed out may have happened."""
+def connect(url: str, cluster: bool = False, timeout_s: float = 1.0, max_connections: int = 64) -> Client:
+    """A client that fails fast and never piles up connections: at most `max_connections`,
+    a request waits up to `timeout_s` for a free one; one quick retry on a dropped connection,
+    never on a timeout, since a write that timed out may have happened."""
     options: dict[str, Any] = {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
         "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        "max_connections": max_connections,
     }
     if cluster:
         return RedisCluster.from_url(url, **options)
-    return redis.Redis.from_url(url, health_check_interval=30, **options)
+    pool = redis.BlockingConnectionPool.from_url(url, timeout=timeout_s, health_check_interval=30, **options)
+    return redis.Redis.from_pool(pool)
 
 
 def now() -> str:

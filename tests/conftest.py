@@ -1,0 +1,76 @@
+"""Redis for the tests: fakeredis for speed, and a real redis-server that this session starts
+on a free port in a temp dir (never the machine's shared 6379)."""
+
+from collections.abc import AsyncIterator, Iterator
+
+import fakeredis
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from sprockets_cache.app import create_app
+from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.settings import Settings
+from sprockets_cache.store import Client, Store, connect
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendfsync="always") as server:
+        yield server
+
+
+async def _flushed_client(server: EmbeddedRedis) -> Client:
+    client = connect(server.url)
+    await client.flushdb()
+    return client
+
+
+@pytest.fixture
+async def real_redis(redis_server: EmbeddedRedis) -> AsyncIterator[Client]:
+    client = await _flushed_client(redis_server)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(params=["fakeredis", "redis-server"])
+async def redis_client(request: pytest.FixtureRequest) -> AsyncIterator[Client]:
+    """Each test that takes this runs twice: on fakeredis and on the real server."""
+    if request.param == "fakeredis":
+        client: Client = fakeredis.FakeAsyncRedis()
+    else:
+        client = await _flushed_client(request.getfixturevalue("redis_server"))
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def store(redis_client: Client) -> Store:
+    return Store(redis_client)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(max_body_bytes=4096, max_chart_body_bytes=64 * 1024, max_chart_points=1000)
+
+
+async def _serve(settings: Settings, client: Client) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, client)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
+
+
+@pytest.fixture
+async def api(settings: Settings, redis_client: Client) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the app, on fakeredis and on redis-server in turn."""
+    async for http in _serve(settings, redis_client):
+        yield http
+
+
+@pytest.fixture
+async def real_api(settings: Settings, real_redis: Client) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the app on the real redis-server only (concurrency, atomicity)."""
+    async for http in _serve(settings, real_redis):
+        yield http

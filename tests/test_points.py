@@ -1,0 +1,72 @@
+"""Point storage: any sequence of upserts ends where a plain dict of time -> point would."""
+
+import asyncio
+from collections.abc import Callable, Iterator
+
+import fakeredis
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.models import MAX_COUNT, MAX_TIME
+from sprockets_cache.points import RECORD, pack, unpack
+from sprockets_cache.store import Client, Store, connect
+
+Point = tuple[int, int, int]
+# Mostly a few neighbouring hour buckets, so writes land in, before, after and between stored points.
+times = st.one_of(st.integers(0, 4 * 3600), st.integers(0, MAX_TIME))
+points = st.tuples(times, st.integers(0, MAX_COUNT), st.integers(0, MAX_COUNT))
+batches = st.lists(st.lists(points, max_size=40), max_size=8)
+
+
+@pytest.fixture(params=["fakeredis", "redis-server"])
+def new_client(request: pytest.FixtureRequest) -> Iterator[Callable[[], Client]]:
+    if request.param == "fakeredis":
+        server = fakeredis.FakeServer()
+        yield lambda: fakeredis.FakeAsyncRedis(server=server)
+    else:
+        redis_server: EmbeddedRedis = request.getfixturevalue("redis_server")
+        yield lambda: connect(redis_server.url)
+
+
+def columns(batch: list[Point]) -> tuple[list[int], list[int], list[int]]:
+    return [p[0] for p in batch], [p[1] for p in batch], [p[2] for p in batch]
+
+
+def test_pack_keeps_the_last_point_at_a_time_and_sorts() -> None:
+    buckets = pack([7200, 5, 5, 3601], [1, 2, 3, 4], [5, 6, 7, 8])
+    assert sorted(buckets) == [0, 1, 2]
+    assert buckets[0] == RECORD.pack(5, 3, 7)
+    assert unpack(sorted(buckets.items())).as_chart_data() == {
+        "sprocket_production_actual": [3, 4, 1],
+        "sprocket_production_goal": [7, 8, 5],
+        "time": [5, 3601, 7200],
+    }
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(writes=batches, first=times, last=times)
+def test_any_sequence_of_writes_reads_back_as_a_dict_of_time_to_point(
+    new_client: Callable[[], Client], writes: list[list[Point]], first: int, last: int
+) -> None:
+    first, last = min(first, last), max(first, last)
+
+    async def scenario() -> None:
+        client = new_client()
+        await client.flushdb()
+        store = Store(client)
+        await store.create_factory(1, "F", {})
+        model: dict[int, tuple[int, int]] = {}
+        for batch in writes:
+            await store.write_points(1, pack(*columns(batch)))
+            model.update({time: (actual, goal) for time, actual, goal in batch})
+        everything = (await store.get_factory(1, 0, MAX_TIME)).points
+        in_range = (await store.get_factory(1, first, last)).points
+        await client.aclose()
+        assert everything.time == sorted(model)
+        assert list(zip(everything.actual, everything.goal, strict=True)) == [model[t] for t in sorted(model)]
+        assert in_range.time == [t for t in sorted(model) if first <= t <= last]
+        assert in_range.actual == [model[t][0] for t in in_range.time]
+
+    asyncio.run(scenario())

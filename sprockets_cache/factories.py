@@ -12,8 +12,8 @@ from sprockets_cache.web import (
     etag,
     idempotent,
     json_response,
-    next_cursor,
     page,
+    page_response,
     path_id,
     read_json,
     settings,
@@ -42,7 +42,7 @@ async def list_factories(request: Request) -> Response:
     after, limit = page(request)
     first, last = time_range(request)
     factories, last_id = await store(request).list_factories(after, limit, first, last)
-    return json_response({"factories": [f.as_json() for f in factories], "next_cursor": next_cursor(last_id)})
+    return page_response(request, "factories", [f.as_json() for f in factories], last_id)
 
 
 async def get_factory(request: Request) -> Response:

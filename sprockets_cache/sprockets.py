@@ -13,9 +13,8 @@ from sprockets_cache.web import (
     JSON,
     idempotent,
     if_match,
-    json_response,
-    next_cursor,
     page,
+    page_response,
     path_id,
     read_json,
     settings,
@@ -36,7 +35,7 @@ def _location(sprocket_id: int) -> str:
 async def list_sprockets(request: Request) -> Response:
     after, limit = page(request)
     sprockets, last = await store(request).list_sprockets(after, limit)
-    return json_response({"sprockets": sprockets, "next_cursor": next_cursor(last)})
+    return page_response(request, "sprockets", sprockets, last)
 
 
 async def get_sprocket(request: Request) -> Response:

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -111,9 +112,20 @@ def page(request: Request) -> tuple[int, int]:
     return after, limit
 
 
-def next_cursor(after: int | None) -> str | None:
-    """An opaque cursor: the last id of the page, so adds and deletes never shift a page."""
-    return None if after is None else base64.urlsafe_b64encode(f"after:{after}".encode()).decode().rstrip("=")
+def _cursor(after: int) -> str:
+    """Opaque to clients: the last id of the page, so adds and deletes never shift a page."""
+    return base64.urlsafe_b64encode(f"after:{after}".encode()).decode().rstrip("=")
+
+
+def page_response(request: Request, name: str, items: list[Any], after: int | None) -> Response:
+    """A page of a list: `{name: items, "next_cursor"}`, and a `Link: rel="next"` when there is more."""
+    if after is None:
+        return json_response({name: items, "next_cursor": None})
+    cursor = _cursor(after)
+    query = urlencode({**request.query_params, "cursor": cursor})
+    return json_response(
+        {name: items, "next_cursor": cursor}, headers={"Link": f'<{request.url.path}?{query}>; rel="next"'}
+    )
 
 
 def etag(version: int) -> str:

@@ -139,6 +139,17 @@ async def test_list_pages_in_id_order_with_a_cursor(api: httpx.AsyncClient) -> N
     assert seen == list(range(1, 8))
 
 
+async def test_a_page_with_more_after_it_links_to_the_next_page(api: httpx.AsyncClient) -> None:
+    for teeth in range(1, 4):
+        await create(api, teeth=teeth)
+    first = await api.get(f"{URL}?limit=2")
+    cursor = first.json()["next_cursor"]
+    assert first.headers["link"] == f'<{URL}?limit=2&cursor={cursor}>; rel="next"'
+    last = await api.get(first.links["next"]["url"])
+    assert [s["teeth"] for s in last.json()["sprockets"]] == [3]
+    assert "link" not in last.headers
+
+
 async def test_cursor_skips_nothing_when_items_are_deleted_and_added_between_pages(api: httpx.AsyncClient) -> None:
     for teeth in range(1, 6):
         await create(api, teeth=teeth)

@@ -6,11 +6,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from sprockets_cache import factories, sprockets
+from sprockets_cache.observability import Metrics, RequestObserver, metrics_endpoint
 from sprockets_cache.problems import exception_handlers
 from sprockets_cache.settings import Settings
 from sprockets_cache.store import UNAVAILABLE_ERRORS, Client, Store, connect
@@ -61,6 +63,7 @@ def _resource(path: str, **handlers: Endpoint) -> Route:
 def create_app(settings: Settings | None = None, client: Client | None = None) -> Starlette:
     """The app; `client` hands in a Redis client (tests pass fakeredis), else one is made from settings."""
     settings = settings or Settings.from_env()
+    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
@@ -72,7 +75,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         )
         await _wait_for_redis(store, settings.redis_startup_wait_s)
         try:
-            yield {"store": store, "settings": settings}
+            yield {"store": store, "settings": settings, "metrics": metrics}
         finally:
             if client is None:
                 await store.close()
@@ -81,6 +84,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     routes = [
         Route("/health", health),
         Route("/ready", ready),
+        Route("/metrics", metrics_endpoint),
         _resource(f"{api}/factories", GET=factories.list_factories, POST=factories.create_factory),
         _resource(f"{api}/factories/{{factory_id:int}}", GET=factories.get_factory),
         _resource(f"{api}/factories/{{factory_id:int}}/chart_data", POST=factories.write_chart_data),
@@ -94,7 +98,12 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             DELETE=sprockets.delete_sprocket,
         ),
     ]
-    return Starlette(routes=routes, exception_handlers=exception_handlers(UNAVAILABLE_ERRORS), lifespan=lifespan)
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestObserver, metrics=metrics)],
+        exception_handlers=exception_handlers(UNAVAILABLE_ERRORS),
+        lifespan=lifespan,
+    )
 
 
 # For `uvicorn sprockets_cache.app:app`; settings come from the environment.

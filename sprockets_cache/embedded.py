@@ -90,6 +90,12 @@ class EmbeddedRedis:
         return f"redis://{HOST}:{self._port}/0"
 
     @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("redis-server is not running")
+        return self._process.pid
+
+    @property
     def log_path(self) -> Path:
         return self.data_dir / "redis.log"
 

@@ -62,6 +62,7 @@ async def create_factory(request: Request) -> Response:
         factory_id = await store(request).new_factory_ids()
         name = factory.name or f"Factory {factory_id}"
         version = await store(request).create_factory(factory_id, name, buckets)
+        request.state.metrics.points_written.inc(count(buckets))
         chart_data = unpack(sorted(buckets.items())).as_chart_data()
         body = {"id": factory_id, "name": name, "chart_data": chart_data}
         response = versioned_response(request, body, version, status=201)
@@ -77,6 +78,7 @@ async def write_chart_data(request: Request) -> Response:
     _check_point_count(request, body)
     buckets = _packed(validate(ChartData, body))
     version = await store(request).write_points(factory_id, buckets)
+    request.state.metrics.points_written.inc(count(buckets))
     return json_response({"written": count(buckets)}, headers={"ETag": etag(version)})
 
 

@@ -78,6 +78,7 @@ async def _key_reused(request: Request, exc: Exception) -> Response:
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
+    request.state.metrics.redis_errors.inc()
     return problem_response(503, "The datastore is unavailable; retry shortly.", headers=_retry_after())
 
 

@@ -1,0 +1,81 @@
+"""Redis going away: fast 503s, never a hang or a 500, and recovery without a restart."""
+
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from sprockets_cache.app import create_app
+from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.settings import Settings
+
+SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
+# Generous: a hang would be the client's default of minutes; failing fast is about one timeout.
+NEVER_HANGS_S = 5
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis(tmp_path, appendfsync="always") as redis_server:
+        yield redis_server
+
+
+@pytest.fixture
+async def api(server: EmbeddedRedis) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(Settings(redis_url=server.url, redis_timeout_s=0.5))
+    async with LifespanManager(app) as manager:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as client:
+            yield client
+
+
+async def timed(api: httpx.AsyncClient, method: str, path: str, **kwargs: object) -> tuple[httpx.Response, float]:
+    start = time.monotonic()
+    response = await api.request(method, path, **kwargs)  # type: ignore[arg-type]
+    return response, time.monotonic() - start
+
+
+async def assert_unavailable(api: httpx.AsyncClient) -> None:
+    for method, path, body in [
+        ("GET", "/api/v1/sprockets/1", None),
+        ("POST", "/api/v1/sprockets", SPROCKET),
+        ("GET", "/api/v1/factories", None),
+    ]:
+        response, elapsed = await timed(api, method, path, json=body)
+        assert response.status_code == 503, path
+        assert response.headers["retry-after"] == "1"
+        assert response.headers["content-type"] == "application/problem+json"
+        assert elapsed < NEVER_HANGS_S
+    assert (await api.get("/ready")).status_code == 503
+    assert (await api.get("/health")).status_code == 200
+
+
+async def test_a_stopped_redis_gives_503_and_the_api_recovers_when_it_returns(
+    api: httpx.AsyncClient, server: EmbeddedRedis
+) -> None:
+    assert (await api.post("/api/v1/sprockets", json=SPROCKET)).status_code == 201
+    server.stop()
+    await assert_unavailable(api)
+    server.start()
+    assert (await api.get("/ready")).status_code == 200
+    assert (await api.get("/api/v1/sprockets/1")).json()["teeth"] == 5
+    assert (await api.post("/api/v1/sprockets", json=SPROCKET)).json()["id"] == 2
+    metrics = (await api.get("/metrics")).text
+    assert "redis_errors_total 3.0" in metrics
+
+
+async def test_a_frozen_redis_gives_503_after_the_timeout_not_a_hang(
+    api: httpx.AsyncClient, server: EmbeddedRedis
+) -> None:
+    assert (await api.post("/api/v1/sprockets", json=SPROCKET)).status_code == 201
+    pid = server.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await assert_unavailable(api)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert (await api.get("/api/v1/sprockets/1")).status_code == 200

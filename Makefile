@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml requirements.txt
 run: $(STAMP)
 	$(BIN)/python -m sprockets_cache run
 
-# Loads the seeds into REDIS_URL, or into the Redis that `make run` started.
+# Loads the seeds into REDIS_URL, or else into the Redis that a running `make run` started.
 seed: $(STAMP)
-	$(BIN)/python -m sprockets_cache seed $(SEEDS)
+	@url="$${REDIS_URL:-$$(cat data/redis.url 2>/dev/null)}"; \
+	if [ -z "$$url" ]; then echo "set REDIS_URL, or start 'make run' first" >&2; exit 2; fi; \
+	REDIS_URL="$$url" $(BIN)/python -m sprockets_cache seed $(SEEDS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -7,13 +7,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sprockets_cache import factories, sprockets
+from sprockets_cache import docs, factories, openapi, sprockets
 from sprockets_cache.observability import Metrics, RequestObserver, metrics_endpoint
 from sprockets_cache.problems import exception_handlers
+from sprockets_cache.security import Guard, SecurityHeaders
 from sprockets_cache.settings import Settings
 from sprockets_cache.store import UNAVAILABLE_ERRORS, Client, Store, connect
 from sprockets_cache.web import json_response, store
@@ -60,6 +62,22 @@ def _resource(path: str, **handlers: Endpoint) -> Route:
     return Route(path, dispatch, methods=list(handlers))
 
 
+def _cors(settings: Settings) -> list[Middleware]:
+    """Off unless origins are configured: browsers on other origins may then call the API."""
+    if not settings.cors_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key"],
+            expose_headers=["ETag", "Location", "Link", "Retry-After", "RateLimit", "RateLimit-Policy"],
+            max_age=600,
+        )
+    ]
+
+
 def create_app(settings: Settings | None = None, client: Client | None = None) -> Starlette:
     """The app; `client` hands in a Redis client (tests pass fakeredis), else one is made from settings."""
     settings = settings or Settings.from_env()
@@ -82,6 +100,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
 
     api = "/api/v1"
     routes = [
+        *docs.routes(openapi.document_bytes()),
         Route("/health", health),
         Route("/ready", ready),
         Route("/metrics", metrics_endpoint),
@@ -100,7 +119,12 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(RequestObserver, metrics=metrics)],
+        middleware=[
+            Middleware(RequestObserver, metrics=metrics),
+            Middleware(SecurityHeaders),
+            *_cors(settings),
+            Middleware(Guard, settings=settings),
+        ],
         exception_handlers=exception_handlers(UNAVAILABLE_ERRORS),
         lifespan=lifespan,
     )

@@ -50,3 +50,8 @@ def key_for_factory_points(factory_id: int, bucket: int) -> str:
 def key_for_idempotency(scope: str, digest: str) -> str:
     """`digest` is a hash of the client's Idempotency-Key: clients never name a key."""
     return f"{PREFIX}idempotency:{scope}:{digest}"
+
+
+def key_for_rate_limit(client: str) -> str:
+    """`client` is "key:<digest prefix>" or "ip:<address>"."""
+    return f"{PREFIX}ratelimit:{client}"

@@ -1,11 +1,21 @@
-"""Request models: the one place that says what a valid body is.
+"""Request models: the one place that says what a valid body is; and response models, which only document.
 
 Strict mode everywhere: `5.0` is not a tooth count and `"5"` is not a length.
+Handlers write responses as dicts with orjson; the response models below feed openapi.py alone.
 """
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    MISSING,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 # Production counts are stored as unsigned 32-bit integers; sums of a million
@@ -14,9 +24,13 @@ MAX_COUNT = 2**32 - 1
 # 9999-12-31T23:59:59Z, the last second RFC 3339 can write.
 MAX_TIME = 253_402_300_799
 MAX_TEETH = 2**31 - 1
+# Ids come from INCR, which stops at 2**63 - 1.
+MAX_ID = 2**63 - 1
 
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 UnixTime = Annotated[int, Field(ge=0, le=MAX_TIME, description="unix seconds")]
+Teeth = Annotated[int, Field(ge=1, le=MAX_TEETH)]
 Length = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
@@ -25,9 +39,9 @@ class _Strict(BaseModel):
 
 
 class SprocketIn(_Strict):
-    teeth: Annotated[int, Field(ge=1, le=MAX_TEETH)]
+    teeth: Teeth
     pitch_diameter: Length
-    outside_diameter: Length
+    outside_diameter: Annotated[Length, Field(description="must be greater than pitch_diameter")]
     pitch: Length
 
     @field_validator("outside_diameter")
@@ -39,7 +53,19 @@ class SprocketIn(_Strict):
         return value
 
 
+class SprocketPatch(_Strict):
+    """A JSON merge patch (RFC 7396) of a sprocket: the fields to change. A sprocket needs every field, so
+    none may be removed (null); the merged sprocket must pass SprocketIn."""
+
+    teeth: Teeth | MISSING = MISSING
+    pitch_diameter: Length | MISSING = MISSING
+    outside_diameter: Length | MISSING = MISSING
+    pitch: Length | MISSING = MISSING
+
+
 class ChartData(_Strict):
+    """Columns of equal length, one entry a point."""
+
     sprocket_production_actual: list[Count]
     sprocket_production_goal: list[Count]
     time: list[UnixTime]
@@ -63,6 +89,72 @@ class ChartData(_Strict):
 class FactoryIn(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     chart_data: ChartData | None = None
+
+
+# Responses: documentation only. Open to fields added later, as clients must be.
+
+
+class Sprocket(SprocketIn):
+    model_config = ConfigDict(extra="ignore")
+    id: Id
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class Factory(BaseModel):
+    id: Id
+    name: str
+    chart_data: ChartData
+
+
+class SprocketPage(BaseModel):
+    sprockets: list[Sprocket]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")
+
+
+class FactoryPage(BaseModel):
+    factories: list[Factory]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")
+
+
+class Summary(BaseModel):
+    id: Id
+    points: Annotated[int, Field(ge=0)]
+    actual_total: Annotated[int, Field(ge=0)]
+    goal_total: Annotated[int, Field(ge=0)]
+    attainment: Annotated[float, Field(ge=0)] | None = Field(description="actual_total / goal_total; null if 0 goal")
+    first_time: UnixTime | None
+    last_time: UnixTime | None
+
+
+class Written(BaseModel):
+    written: Annotated[int, Field(ge=0, description="points written")]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: Annotated[int, Field(ge=400, le=599)]
+    detail: str
+
+
+class FieldError(BaseModel):
+    field: str = Field(description='dotted path of the bad field ("" for the whole body, "query.NAME" for a query)')
+    message: str
+
+
+class ValidationProblem(Problem):
+    errors: list[FieldError]
 
 
 def error_list(error: ValidationError, limit: int = 50) -> list[dict[str, Any]]:

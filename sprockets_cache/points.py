@@ -7,8 +7,11 @@ big-endian. That is about 10 bytes a point, where a sorted set member costs
 over 100 (BENCHMARKS.md has the measurements).
 """
 
+import bisect
+import itertools
+import operator
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from sprockets_cache.keys import BUCKET_WIDTH_S
 from sprockets_cache.models import MAX_TIME
@@ -30,14 +33,25 @@ class Columns:
         return {"sprocket_production_actual": self.actual, "sprocket_production_goal": self.goal, "time": self.time}
 
 
-def pack(times: Iterable[int], actuals: Iterable[int], goals: Iterable[int]) -> dict[int, bytes]:
+def pack(times: Sequence[int], actuals: Sequence[int], goals: Sequence[int]) -> dict[int, bytes]:
     """Group points into packed buckets. A later point at the same time replaces an earlier one."""
-    latest = {time: (actual, goal) for time, actual, goal in zip(times, actuals, goals, strict=True)}
-    buckets: dict[int, list[bytes]] = {}
-    for time in sorted(latest):
-        bucket, offset = divmod(time, BUCKET_WIDTH_S)
-        buckets.setdefault(bucket, []).append(RECORD.pack(offset, *latest[time]))
-    return {bucket: b"".join(records) for bucket, records in buckets.items()}
+    if not all(map(operator.lt, times, times[1:])):
+        # Out of order or repeated: sort, keeping the last point at each time.
+        latest = dict(zip(times, zip(actuals, goals, strict=True), strict=True))
+        times = sorted(latest)
+        actuals, goals = zip(*map(latest.__getitem__, times), strict=True) if times else ((), ())
+    buckets = {}
+    start = 0
+    while start < len(times):
+        bucket = times[start] // BUCKET_WIDTH_S
+        end = bisect.bisect_left(times, (bucket + 1) * BUCKET_WIDTH_S, start)
+        base = bucket * BUCKET_WIDTH_S
+        offsets = [time - base for time in times[start:end]]
+        records = itertools.chain.from_iterable(zip(offsets, actuals[start:end], goals[start:end], strict=True))
+        # One C call per bucket: a format of `end - start` records.
+        buckets[bucket] = struct.pack(">" + "HII" * (end - start), *records)
+        start = end
+    return buckets
 
 
 def unpack(buckets: Iterable[tuple[int, bytes]], first: int = 0, last: int = MAX_TIME) -> Columns:

@@ -1,36 +1,60 @@
-"""Settings, read once from the environment and passed to create_app()."""
+"""Settings, read once from the environment (names in upper case) and passed to create_app()."""
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+import re
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+def _comma_separated(value: object) -> object:
+    return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
+
+
+class Settings(BaseSettings):
+    # hide_input_in_errors: a raw key pasted where a digest belongs must not reach the logs.
+    model_config = SettingsConfigDict(frozen=True, populate_by_name=True, hide_input_in_errors=True)
+
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # REDIS_URL names one node of a Redis Cluster.
     redis_cluster: bool = False
     # A Redis command slower than this fails the request with 503.
-    redis_timeout_s: float = 1.0
+    redis_timeout_s: float = Field(1.0, gt=0)
     # Connections to Redis per API process; a request waits up to redis_timeout_s for one.
-    redis_max_connections: int = 64
+    redis_max_connections: int = Field(64, ge=1)
     # At start-up, how long to wait for Redis to answer before giving up.
-    redis_startup_wait_s: float = 30.0
-    max_body_bytes: int = 1 * MIB
-    max_chart_body_bytes: int = 16 * MIB
-    max_chart_points: int = 100_000
+    redis_startup_wait_s: float = Field(30.0, ge=0)
+
+    max_body_bytes: int = Field(1 * MIB, ge=1024)
+    max_chart_body_bytes: int = Field(16 * MIB, ge=1024)
+    max_chart_points: int = Field(100_000, ge=1)
+
+    # SHA-256 hex digests of the API keys that may write; none: writes are open.
+    api_keys: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(), validation_alias=AliasChoices("api_keys", "sprockets_api_keys")
+    )
+    # Reads need a key too (when keys are configured).
+    private_reads: bool = Field(False, validation_alias=AliasChoices("private_reads", "sprockets_private_reads"))
+    # Requests per second per client (API key, else address), and how many may come at once; 0: off.
+    rate_limit_per_s: float = Field(0.0, ge=0)
+    rate_limit_burst: int = Field(20, ge=1)
+    # Browser origins allowed to call the API (CORS); none by default.
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+
+    _split_keys = field_validator("api_keys", "cors_origins", mode="before")(_comma_separated)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _are_digests(cls, digests: frozenset[str]) -> frozenset[str]:
+        for digest in digests:
+            if not _DIGEST.fullmatch(digest):
+                raise ValueError("each entry must be the SHA-256 hex digest of a key (64 lower-case hex digits)")
+        return digests
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
-        defaults = cls()
-        return cls(
-            redis_url=env.get("REDIS_URL", defaults.redis_url),
-            redis_cluster=env.get("REDIS_CLUSTER", "false").strip().lower() in ("1", "true", "yes"),
-            redis_timeout_s=float(env.get("REDIS_TIMEOUT_S", defaults.redis_timeout_s)),
-            redis_max_connections=int(env.get("REDIS_MAX_CONNECTIONS", defaults.redis_max_connections)),
-            redis_startup_wait_s=float(env.get("REDIS_STARTUP_WAIT_S", defaults.redis_startup_wait_s)),
-            max_body_bytes=int(env.get("MAX_BODY_BYTES", defaults.max_body_bytes)),
-            max_chart_body_bytes=int(env.get("MAX_CHART_BODY_BYTES", defaults.max_chart_body_bytes)),
-            max_chart_points=int(env.get("MAX_CHART_POINTS", defaults.max_chart_points)),
-        )
+    def from_env(cls) -> "Settings":
+        """Read from the environment: each field by its name in upper case (e.g. REDIS_URL)."""
+        return cls()

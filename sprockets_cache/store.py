@@ -5,7 +5,8 @@ Each write that touches several keys is one Lua script over keys of one
 hash slot, so it is atomic on a single Redis and on a cluster alike.
 """
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -107,6 +108,7 @@ class Store:
         self._read_factory = _script(client, "factory_read")
         self._write_factory = _script(client, "factory_write")
         self._claim = _script(client, "idempotency_claim")
+        self._rate_limit = _script(client, "rate_limit")
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -232,3 +234,54 @@ class Store:
 
     async def release_idempotency(self, scope: str, digest: str) -> None:
         await self.redis.delete(keys.key_for_idempotency(scope, digest))
+
+    async def rate_limit(self, client: str, per_s: float, burst: int) -> tuple[bool, int, int]:
+        """Count one request of `client`: (allowed, ms until the next would be, requests left)."""
+        allowed, wait_ms, left = await self._rate_limit(
+            keys=[keys.key_for_rate_limit(client)], args=[1000 / per_s, burst]
+        )
+        return bool(allowed), int(wait_ms), int(left)
+
+    # Seeding
+
+    @functools.cached_property
+    def _put_sprockets(self) -> AsyncScript:
+        return _script(self.redis, "sprocket_put")
+
+    async def new_sprocket_ids(self, count: int = 1) -> int:
+        """Reserve `count` consecutive sprocket ids; returns the first."""
+        return int(await self.redis.incrby(keys.SPROCKET_NEXT_ID, count)) - count + 1
+
+    async def put_sprockets(self, first_id: int, sprockets: Sequence[Mapping[str, Any]]) -> None:
+        """Write sprockets as new (version 1) under the reserved ids first_id, first_id + 1, ... and list them.
+
+        Each mapping holds the same fields. A sprocket already at one of those ids is replaced.
+        """
+        if not sprockets:
+            return
+        stamp = now()
+        rows = [{**fields, "created_at": stamp, "updated_at": stamp} for fields in sprockets]
+        ids = range(first_id, first_id + len(rows))
+        await self._put_sprockets(
+            keys=[keys.SPROCKET_INDEX, *(keys.key_for_sprocket(i) for i in ids)],
+            args=[len(rows[0]), *ids, *(item for row in rows for item in _fields(row))],
+        )
+
+    async def is_empty(self) -> bool:
+        """True when there is no factory and no sprocket."""
+        # Two commands: the indexes live in different hash slots on a cluster.
+        return not await self.redis.exists(keys.FACTORY_INDEX) and not await self.redis.exists(keys.SPROCKET_INDEX)
+
+    async def get_seed(self, digest: str) -> bytes | None:
+        """The record of the seed file with this SHA-256 hex digest, if it was ever loaded."""
+        record: bytes | None = await self.redis.hget(keys.SEEDS, digest)
+        return record
+
+    async def claim_seed(self, digest: str, record: bytes) -> bytes:
+        """Save `record` unless the file has one already; returns the record in force."""
+        await self.redis.hsetnx(keys.SEEDS, digest, record)
+        held: bytes = await self.redis.hget(keys.SEEDS, digest)
+        return held
+
+    async def save_seed(self, digest: str, record: bytes) -> None:
+        await self.redis.hset(keys.SEEDS, digest, record)

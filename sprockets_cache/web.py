@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sprockets_cache.errors import IdempotencyInProgress, IdempotencyKeyReused
-from sprockets_cache.models import MAX_TIME, error_list
+from sprockets_cache.models import MAX_ID, MAX_TIME, error_list
 from sprockets_cache.problems import Problem
 from sprockets_cache.settings import Settings
 from sprockets_cache.store import Store
@@ -22,8 +22,8 @@ from sprockets_cache.store import Store
 Model = TypeVar("Model", bound=BaseModel)
 
 JSON = "application/json"
-# Ids come from INCR, which stops at 2**63 - 1.
-MAX_ID = 2**63 - 1
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
 IDEMPOTENCY_TTL_S = 24 * 3600
 # How long a first request may hold its Idempotency-Key before a retry may take over.
 IDEMPOTENCY_CLAIM_TTL_S = 60
@@ -99,7 +99,7 @@ def time_range(request: Request) -> tuple[int, int]:
 
 def page(request: Request) -> tuple[int, int]:
     """(the id to continue after, limit) from `cursor` and `limit`."""
-    limit = _query_int(request, "limit", 100, 1, 1000)
+    limit = _query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     cursor = request.query_params.get("cursor")
     if cursor is None:
         return 0, limit

@@ -1,0 +1,5 @@
+import sys
+
+from sprockets_cache.cli import main
+
+sys.exit(main())

@@ -1,0 +1,213 @@
+"""`python -m sprockets_cache serve | seed | run`: the service's entry points.
+
+Options fall back to environment variables (HOST, PORT, WORKERS; Redis settings
+as in settings.py), and every command is safe to rerun.
+"""
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as redis
+import uvicorn
+
+from sprockets_cache import seed
+from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.observability import configure_logging
+from sprockets_cache.security import new_key
+from sprockets_cache.settings import Settings
+from sprockets_cache.store import Store, connect
+
+log = logging.getLogger("sprockets_cache")
+
+APP = "sprockets_cache.app:app"
+SEED_FILES = (Path("seeds/seed_factory_data.json"), Path("seeds/seed_sprocket_types.json"))
+# Where `run` keeps the embedded Redis's AOF, relative to the working directory.
+DATA_DIR = Path("data")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO").upper())
+    args = _parser().parse_args(argv)
+    code: int = args.command(args)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sprockets_cache", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve the API (Redis from REDIS_URL)")
+    _add_address(serve)
+    serve.add_argument("--workers", type=_positive, default=os.environ.get("WORKERS", "1"), help="env WORKERS; 1")
+    serve.set_defaults(command=_serve)
+
+    load = commands.add_parser("seed", help="load JSON seed files into Redis, each file once")
+    load.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    load.add_argument("--progress", action="store_true", help="report points written on stderr")
+    load.set_defaults(command=_seed)
+
+    run = commands.add_parser(
+        "run", help="serve with an embedded Redis (AOF under ./data) when REDIS_URL is unset, seeded if empty"
+    )
+    _add_address(run)
+    run.set_defaults(command=_run)
+
+    api_keys = commands.add_parser("keys", help="API keys")
+    api_keys.add_argument("action", choices=["new"], help="new: print a fresh key and its SHA-256 digest")
+    api_keys.set_defaults(command=_new_key)
+    return parser
+
+
+def _add_address(parser: argparse.ArgumentParser) -> None:
+    # argparse converts string defaults with `type`, so a bad PORT in the environment is a usage error.
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"), help="env HOST; 127.0.0.1")
+    parser.add_argument("--port", type=_port, default=os.environ.get("PORT", "8000"), help="env PORT; 8000")
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a whole number >= 1: {text!r}")
+    return int(text)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    workers = getattr(args, "workers", 1)
+    settings = Settings.from_env()
+    if not settings.api_keys:
+        log.warning("SPROCKETS_API_KEYS is not set: ANYONE CAN WRITE. Set it before exposing this server.")
+    # log_config=None keeps our JSON logging; the app logs each request itself, so uvicorn's
+    # access log is off; no Server header to tell attackers the version.
+    uvicorn.run(
+        APP,
+        host=args.host,
+        port=args.port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+    return 0
+
+
+def _new_key(args: argparse.Namespace) -> int:
+    key, digest = new_key()
+    _to_stdout(f"key:    {key}\ndigest: {digest}\nGive the key to the client; add the digest to SPROCKETS_API_KEYS.")
+    return 0
+
+
+def _seed(args: argparse.Namespace) -> int:
+    progress = _to_stderr if args.progress else None
+    return _load_seeds(Settings.from_env(), args.files, progress, _to_stdout, only_if_empty=False)
+
+
+def _to_stderr(line: str) -> None:
+    sys.stderr.write(line + "\n")
+
+
+def _to_stdout(line: str) -> None:
+    sys.stdout.write(line + "\n")
+
+
+def _load_seeds(
+    settings: Settings,
+    paths: Sequence[Path],
+    progress: seed.Progress | None,
+    report: seed.Progress,
+    only_if_empty: bool,
+) -> int:
+    """Load the files and report what happened; the exit code: 2 for a broken file, 1 when Redis fails."""
+    try:
+        lines = asyncio.run(_load(settings, paths, progress, only_if_empty))
+    except seed.SeedError as error:
+        _to_stderr(str(error))
+        return 2
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        _to_stderr(f"cannot reach Redis at {_redacted(settings.redis_url)}: {error}")
+        return 1
+    except redis.RedisError as error:
+        _to_stderr(f"Redis at {_redacted(settings.redis_url)} failed: {error}")
+        return 1
+    for line in lines:
+        report(line)
+    return 0
+
+
+async def _load(
+    settings: Settings, paths: Sequence[Path], progress: seed.Progress | None, only_if_empty: bool
+) -> list[str]:
+    store = Store(connect(settings.redis_url, settings.redis_cluster, settings.redis_timeout_s))
+    try:
+        # Fail fast on an unreachable Redis, before reading big files.
+        await store.ping()
+        if only_if_empty and not await store.is_empty():
+            # Data is there already; only finish a seed load that a crash cut short.
+            paths = await seed.unfinished(store, paths)
+            if not paths:
+                return ["the store holds data already: not seeding"]
+        return await seed.load(store, paths, progress)
+    finally:
+        await store.close()
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, fit for a log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Embedded Redis if REDIS_URL is unset, seeds if the store is empty, then serve until Ctrl-C or SIGTERM."""
+    # uvicorn hands SIGTERM back to the handler it found once it has shut down: make that
+    # handler unwind through `finally`, so the embedded Redis is stopped too.
+    signal.signal(signal.SIGTERM, _interrupt)
+    embedded = None
+    try:
+        if not os.environ.get("REDIS_URL"):
+            embedded = EmbeddedRedis(DATA_DIR)
+            embedded.start()
+            # The app reads its settings from the environment when uvicorn imports it.
+            os.environ["REDIS_URL"] = embedded.url
+            # So `make seed` in another terminal finds this Redis.
+            (DATA_DIR / "redis.url").write_text(embedded.url + "\n")
+            log.info("embedded Redis at %s, AOF under %s", embedded.url, embedded.data_dir)
+        code = _seed_for_run()
+        if code:
+            return code
+        return _serve(args)
+    except KeyboardInterrupt:
+        log.info("interrupted")
+        return 130
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            (DATA_DIR / "redis.url").unlink(missing_ok=True)
+
+
+def _seed_for_run() -> int:
+    paths = [path for path in SEED_FILES if path.is_file()]
+    for path in sorted(set(SEED_FILES) - set(paths)):
+        log.warning("no seed file at %s; not loading it", path.resolve())
+    return _load_seeds(Settings.from_env(), paths, None, log.info, only_if_empty=True) if paths else 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,206 @@
+"""`python -m sprockets_cache` as a user runs it: subprocesses against a real redis-server."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from sprockets_cache.embedded import EmbeddedRedis
+
+ROOT = Path(__file__).parent.parent
+FACTORY_SEED = "seeds/seed_factory_data.json"
+SPROCKET_SEED = "seeds/seed_sprocket_types.json"
+START_TIMEOUT_S = 20.0
+
+pytestmark = pytest.mark.redis_server
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def environment(**overrides: str) -> dict[str, str]:
+    """This environment without Redis settings, the package importable from any directory."""
+    env = {name: value for name, value in os.environ.items() if name not in ("REDIS_URL", "REDIS_CLUSTER")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return {**env, **overrides}
+
+
+def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "sprockets_cache", *args]
+    return subprocess.run(command, cwd=cwd, env=environment(**env), capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A working directory with a copy of the seeds, as `make run` has."""
+    shutil.copytree(ROOT / "seeds", tmp_path / "seeds")
+    return tmp_path
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushdb()
+        yield redis_server.url
+
+
+def test_seed_prints_a_line_per_file_and_a_rerun_says_already_loaded(workdir: Path, redis_url: str) -> None:
+    first = cli("seed", FACTORY_SEED, SPROCKET_SEED, cwd=workdir, REDIS_URL=redis_url)
+    assert (first.returncode, first.stdout) == (
+        0,
+        f"{FACTORY_SEED}: loaded 3 factories (ids 1-3, 60 points)\n{SPROCKET_SEED}: loaded 3 sprockets (ids 1-3)\n",
+    )
+
+    again = cli("seed", FACTORY_SEED, SPROCKET_SEED, cwd=workdir, REDIS_URL=redis_url)
+    assert again.returncode == 0
+    assert [line.split(": ")[1][:14] for line in again.stdout.splitlines()] == ["already loaded"] * 2
+    with redis.Redis.from_url(redis_url) as client:
+        assert client.zcard("sc:{factories}:index") == client.zcard("sc:{sprockets}:index") == 3
+
+
+def test_seed_with_progress_reports_points_written_on_stderr(workdir: Path, redis_url: str) -> None:
+    done = cli("seed", "--progress", FACTORY_SEED, cwd=workdir, REDIS_URL=redis_url)
+    assert done.returncode == 0
+    assert f"{FACTORY_SEED}: 60/60 points written" in done.stderr.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"factories": [\n  {"factory": {"name": "A",}}\n]}', "bad.json: line 2 column 27: not valid JSON"),
+        ('{"sprockets": [{"teeth": 0}]}', "bad.json: sprockets[0].teeth: Input should be greater than or equal to 1"),
+    ],
+    ids=["malformed-json", "rule-broken"],
+)
+def test_seed_of_a_bad_file_exits_2_naming_file_and_position_and_writes_nothing(
+    workdir: Path, redis_url: str, content: str, message: str
+) -> None:
+    (workdir / "bad.json").write_text(content)
+
+    failed = cli("seed", FACTORY_SEED, "bad.json", cwd=workdir, REDIS_URL=redis_url)
+
+    assert failed.returncode == 2
+    assert failed.stdout == ""
+    assert failed.stderr.startswith(message)
+    with redis.Redis.from_url(redis_url) as client:
+        assert client.dbsize() == 0
+
+
+def test_seed_with_redis_unreachable_exits_1_fast_with_one_line(workdir: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    started = time.monotonic()
+
+    failed = cli("seed", FACTORY_SEED, cwd=workdir, REDIS_URL=url)
+
+    assert time.monotonic() - started < 10
+    assert failed.returncode == 1
+    assert failed.stderr.startswith(f"cannot reach Redis at {url}: ")
+    assert len(failed.stderr.splitlines()) == 1
+
+
+def test_seed_never_prints_the_redis_password(workdir: Path) -> None:
+    failed = cli("seed", FACTORY_SEED, cwd=workdir, REDIS_URL=f"redis://:hunter2@127.0.0.1:{free_port()}/0")
+    assert failed.returncode == 1
+    assert "hunter2" not in failed.stderr
+    assert ":***@127.0.0.1" in failed.stderr
+
+
+class Run:
+    """`python -m sprockets_cache run` in `workdir`, its log in run.log."""
+
+    def __init__(self, workdir: Path, port: int) -> None:
+        self.log = workdir / f"run-{time.monotonic_ns()}.log"
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "sprockets_cache", "run"],
+                cwd=workdir,
+                env=environment(PORT=str(port)),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.url = f"http://127.0.0.1:{port}"
+
+    def wait_until_serving(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        pytest.fail(f"run did not serve within {START_TIMEOUT_S} s:\n{self.log.read_text()}")
+
+    def redis_pid(self) -> int:
+        match = re.search(r"embedded Redis at (redis://\S+),", self.log.read_text())
+        assert match, self.log.read_text()
+        with redis.Redis.from_url(match[1]) as client:
+            return int(client.info("server")["process_id"])
+
+    def stop(self, signum: int) -> int:
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=30)
+
+
+def is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def run_in(workdir: Path) -> Iterator[list[Run]]:
+    """Runs started by a test; any left running are killed at the end."""
+    runs: list[Run] = []
+    yield runs
+    for run in runs:
+        if run.process.poll() is None:
+            run.process.kill()
+            run.process.wait()
+
+
+@pytest.mark.timeout(120)
+def test_run_serves_the_seeded_factories_on_an_embedded_redis_and_stops_both(workdir: Path, run_in: list[Run]) -> None:
+    port = free_port()
+    run = Run(workdir, port)
+    run_in.append(run)
+    run.wait_until_serving()
+    redis_pid = run.redis_pid()
+
+    factories = httpx.get(f"{run.url}/api/v1/factories").json()["factories"]
+    assert [(f["id"], f["name"], len(f["chart_data"]["time"])) for f in factories] == [
+        (1, "Factory 1", 20),
+        (2, "Factory 2", 20),
+        (3, "Factory 3", 20),
+    ]
+    assert len(httpx.get(f"{run.url}/api/v1/sprockets").json()["sprockets"]) == 3
+
+    assert run.stop(signal.SIGINT) == 0
+    assert not is_running(redis_pid)
+    assert list((workdir / "data").rglob("*.aof"))
+
+    # Rerun on the same data: nothing seeded twice, and SIGTERM stops both as well.
+    rerun = Run(workdir, port)
+    run_in.append(rerun)
+    rerun.wait_until_serving()
+    redis_pid = rerun.redis_pid()
+    assert [f["id"] for f in httpx.get(f"{rerun.url}/api/v1/factories").json()["factories"]] == [1, 2, 3]
+    assert "not seeding" in rerun.log.read_text()
+    assert rerun.stop(signal.SIGTERM) == 0
+    assert not is_running(redis_pid)

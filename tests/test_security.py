@@ -1,0 +1,131 @@
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from sprockets_cache.app import create_app
+from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.security import digest, new_key
+from sprockets_cache.settings import Settings
+from sprockets_cache.store import Client, connect
+
+SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
+KEY, DIGEST = new_key()
+OTHER_KEY, OTHER_DIGEST = new_key()
+
+
+async def serve(stack: AsyncExitStack, settings: Settings, client: Client) -> httpx.AsyncClient:
+    manager = await stack.enter_async_context(LifespanManager(create_app(settings, client)))
+    transport = httpx.ASGITransport(app=manager.app)
+    return await stack.enter_async_context(httpx.AsyncClient(transport=transport, base_url="http://t"))
+
+
+@pytest.fixture
+async def keyed(redis_client: Client) -> AsyncIterator[httpx.AsyncClient]:
+    async with AsyncExitStack() as stack:
+        yield await serve(stack, Settings(api_keys=frozenset({DIGEST, OTHER_DIGEST})), redis_client)
+
+
+def test_a_new_key_comes_with_its_sha256_digest() -> None:
+    assert DIGEST == digest(KEY)
+    assert len(DIGEST) == 64
+    assert KEY != new_key()[0]
+
+
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong", f"Basic {KEY}", "Bearer ", f"Bearer {DIGEST}"], ids=str
+)
+async def test_a_write_without_a_valid_key_is_401_and_writes_nothing(
+    keyed: httpx.AsyncClient, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    for method, path in [
+        ("POST", "/api/v1/sprockets"),
+        ("PUT", "/api/v1/sprockets/1"),
+        ("DELETE", "/api/v1/sprockets/1"),
+    ]:
+        response = await keyed.request(method, path, json=SPROCKET, headers=headers)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == 'Bearer realm="sprockets-cache"'
+        assert response.headers["content-type"] == "application/problem+json"
+    assert (await keyed.get("/api/v1/sprockets")).json()["sprockets"] == []
+
+
+async def test_a_write_with_any_configured_key_succeeds_and_reads_stay_public(keyed: httpx.AsyncClient) -> None:
+    for key in (KEY, OTHER_KEY):
+        response = await keyed.post("/api/v1/sprockets", json=SPROCKET, headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 201
+    assert (await keyed.get("/api/v1/sprockets/2")).status_code == 200
+
+
+async def test_private_reads_need_a_key_too(redis_client: Client) -> None:
+    async with AsyncExitStack() as stack:
+        api = await serve(stack, Settings(api_keys=frozenset({DIGEST}), private_reads=True), redis_client)
+        assert (await api.get("/api/v1/sprockets")).status_code == 401
+        assert (await api.get("/api/v1/sprockets", headers={"Authorization": f"Bearer {KEY}"})).status_code == 200
+        assert (await api.get("/health")).status_code == 200
+
+
+async def test_responses_carry_the_security_headers(api: httpx.AsyncClient) -> None:
+    for response in (await api.get("/api/v1/sprockets"), await api.get("/nowhere"), await api.get("/health")):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert response.headers["content-security-policy"].startswith("default-src 'none'")
+        assert "server" not in response.headers
+
+
+async def test_cors_is_off_unless_origins_are_configured(api: httpx.AsyncClient, redis_client: Client) -> None:
+    origin = {"Origin": "https://dash.example", "Access-Control-Request-Method": "POST"}
+    assert "access-control-allow-origin" not in (await api.get("/api/v1/sprockets", headers=origin)).headers
+    async with AsyncExitStack() as stack:
+        allowed = await serve(stack, Settings(cors_origins=("https://dash.example",)), redis_client)
+        preflight = await allowed.options("/api/v1/sprockets", headers=origin)
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://dash.example"
+        other = await allowed.get("/api/v1/sprockets", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+async def test_the_rate_limit_is_shared_by_every_process_and_admits_no_more_than_it_allows(
+    redis_server: EmbeddedRedis,
+) -> None:
+    """Three app instances (as three processes would) on one real Redis, 60 concurrent requests from one client."""
+    per_s, burst = 2.0, 5
+    settings = Settings(rate_limit_per_s=per_s, rate_limit_burst=burst)
+    async with AsyncExitStack() as stack:
+        clients = [connect(redis_server.url) for _ in range(3)]
+        await clients[0].flushdb()
+        for client in clients:
+            stack.push_async_callback(client.aclose)
+        apps = [await serve(stack, settings, client) for client in clients]
+        started = time.monotonic()
+        responses = await asyncio.gather(*(apps[n % 3].get("/api/v1/sprockets") for n in range(60)))
+        elapsed = time.monotonic() - started
+    admitted = [r for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code == 429]
+    assert len(admitted) + len(refused) == 60
+    assert burst <= len(admitted) <= burst + per_s * elapsed + 1
+    assert refused[0].headers["content-type"] == "application/problem+json"
+    assert int(refused[0].headers["retry-after"]) >= 1
+    assert refused[0].headers["ratelimit-policy"] == "5;w=1"
+    assert admitted[0].headers["ratelimit"].startswith("r=")
+
+
+async def test_the_rate_limit_counts_each_key_on_its_own(redis_client: Client) -> None:
+    settings = Settings(api_keys=frozenset({DIGEST, OTHER_DIGEST}), rate_limit_per_s=0.1, rate_limit_burst=2)
+    async with AsyncExitStack() as stack:
+        api = await serve(stack, settings, redis_client)
+        for key, expected in [(KEY, [201, 201, 429]), (OTHER_KEY, [201, 201, 429])]:
+            statuses = [
+                (
+                    await api.post("/api/v1/sprockets", json=SPROCKET, headers={"Authorization": f"Bearer {key}"})
+                ).status_code
+                for _ in range(3)
+            ]
+            assert statuses == expected
+    assert len((await redis_client.keys("sc:{sprockets}:[0-9]*"))) == 4

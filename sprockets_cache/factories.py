@@ -41,13 +41,15 @@ def _packed(chart_data: ChartData | None) -> dict[int, bytes]:
 async def list_factories(request: Request) -> Response:
     after, limit = page(request)
     first, last = time_range(request)
-    factories, last_id = await store(request).list_factories(after, limit, first, last)
+    most = settings(request).max_response_points
+    factories, last_id = await store(request).list_factories(after, limit, first, last, most)
     return page_response(request, "factories", [f.as_json() for f in factories], last_id)
 
 
 async def get_factory(request: Request) -> Response:
     first, last = time_range(request)
-    factory = await store(request).get_factory(path_id(request, "factory_id"), first, last)
+    most = settings(request).max_response_points
+    factory = await store(request).get_factory(path_id(request, "factory_id"), first, last, most)
     return versioned_response(request, factory.as_json(), factory.version)
 
 

@@ -14,7 +14,7 @@ from sprockets_cache import models
 from sprockets_cache.models import Id, UnixTime
 from sprockets_cache.problems import MEDIA_TYPE as PROBLEM
 from sprockets_cache.sprockets import MERGE_PATCH
-from sprockets_cache.web import DEFAULT_LIMIT, JSON, MAX_LIMIT
+from sprockets_cache.web import CURSOR_PATTERN, DEFAULT_LIMIT, JSON, MAX_LIMIT
 
 API = "/api/v1"
 REF = "#/components/schemas/{model}"
@@ -94,7 +94,10 @@ PARAMETERS = {
         "Items on a page at most.",
     ),
     "cursor": _parameter(
-        "cursor", "query", {"type": "string"}, "The `next_cursor` of the previous page; omit for the first page."
+        "cursor",
+        "query",
+        {"type": "string", "pattern": f"^{CURSOR_PATTERN}$"},
+        "The `next_cursor` of the previous page; omit for the first page.",
     ),
     "from": _time("from", "Only points at or after this time (unix seconds); at most `to`."),
     "to": _time("to", "Only points at or before this time (unix seconds)."),

@@ -14,7 +14,6 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 
 from sprockets_cache.keys import BUCKET_WIDTH_S
-from sprockets_cache.models import MAX_TIME
 
 RECORD = struct.Struct(">HII")
 
@@ -54,24 +53,17 @@ def pack(times: Sequence[int], actuals: Sequence[int], goals: Sequence[int]) -> 
     return buckets
 
 
-def unpack(buckets: Iterable[tuple[int, bytes]], first: int = 0, last: int = MAX_TIME) -> Columns:
-    """The points of (bucket number, packed) pairs, in bucket order, whose time lies in [first, last]."""
+def unpack(buckets: Iterable[tuple[int, bytes]]) -> Columns:
+    """The points of (bucket number, packed) pairs, in bucket order."""
     columns = Columns()
     for bucket, packed in buckets:
         base = bucket * BUCKET_WIDTH_S
-        whole = base >= first and base + BUCKET_WIDTH_S - 1 <= last
         for offset, actual, goal in RECORD.iter_unpack(packed):
-            time = base + offset
-            if whole or first <= time <= last:
-                columns.time.append(time)
-                columns.actual.append(actual)
-                columns.goal.append(goal)
+            columns.time.append(base + offset)
+            columns.actual.append(actual)
+            columns.goal.append(goal)
     return columns
 
 
 def count(buckets: Mapping[int, bytes]) -> int:
     return sum(len(packed) for packed in buckets.values()) // RECORD.size
-
-
-def bucket_range(first: int, last: int) -> tuple[int, int]:
-    return first // BUCKET_WIDTH_S, last // BUCKET_WIDTH_S

@@ -9,7 +9,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sprockets_cache.errors import IdempotencyInProgress, IdempotencyKeyReused, NotFound, VersionMismatch
+from sprockets_cache.errors import (
+    IdempotencyInProgress,
+    IdempotencyKeyReused,
+    NotFound,
+    TooManyPoints,
+    VersionMismatch,
+)
 
 MEDIA_TYPE = "application/problem+json"
 # Seconds a client should wait before retrying when Redis is away.
@@ -74,7 +80,15 @@ async def _in_progress(request: Request, exc: Exception) -> Response:
 
 
 async def _key_reused(request: Request, exc: Exception) -> Response:
-    return problem_response(422, "This Idempotency-Key was already used with a different request body.")
+    message = "was already used with a different request body"
+    errors = [{"field": "header.Idempotency-Key", "message": message}]
+    return problem_response(422, f"This Idempotency-Key {message}.", errors)
+
+
+async def _too_many_points(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TooManyPoints)
+    detail = f"The range holds {exc.points} points, more than the {exc.most} a response may hold."
+    return problem_response(422, detail, errors=[{"field": "query.from", "message": "narrow the range from/to"}])
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
@@ -99,6 +113,7 @@ def exception_handlers(unavailable: tuple[type[Exception], ...]) -> dict[Any, An
         VersionMismatch: _version_mismatch,
         IdempotencyInProgress: _in_progress,
         IdempotencyKeyReused: _key_reused,
+        TooManyPoints: _too_many_points,
         Exception: _server_error,
     }
     handlers.update({error: _unavailable for error in unavailable})

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1 * MIB, ge=1024)
     max_chart_body_bytes: int = Field(16 * MIB, ge=1024)
     max_chart_points: int = Field(100_000, ge=1)
+    # Points one response may hold; a page of factories ends early to stay under it.
+    max_response_points: int = Field(1_000_000, ge=1)
 
     # SHA-256 hex digests of the API keys that may write; none: writes are open.
     api_keys: Annotated[frozenset[str], NoDecode] = Field(

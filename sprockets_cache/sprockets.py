@@ -1,12 +1,10 @@
 """HTTP handlers for /api/v1/sprockets."""
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from sprockets_cache.errors import VersionMismatch
-from sprockets_cache.models import SprocketIn
+from sprockets_cache.models import SprocketIn, SprocketPatch
 from sprockets_cache.problems import Problem
 from sprockets_cache.store import SPROCKET_FIELDS
 from sprockets_cache.web import (
@@ -63,23 +61,17 @@ async def replace_sprocket(request: Request) -> Response:
     return versioned_response(request, updated.body, updated.version)
 
 
-def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """RFC 7396 for flat objects: null removes a field, anything else replaces it."""
-    merged = {**target, **patch}
-    return {name: value for name, value in merged.items() if value is not None}
-
-
 async def patch_sprocket(request: Request) -> Response:
     sprocket_id = path_id(request, "sprocket_id")
     accepted = if_match(request)
-    patch = await read_json(request, settings(request).max_body_bytes, (MERGE_PATCH, JSON))
-    if not isinstance(patch, dict):
-        raise Problem(422, "A merge patch is a JSON object.", errors=[{"field": "", "message": "must be an object"}])
+    # RFC 7396 on a flat object whose every field is required: the patch's fields replace the current ones.
+    patch = validate(SprocketPatch, await read_json(request, settings(request).max_body_bytes, (MERGE_PATCH, JSON)))
     for _ in range(PATCH_ATTEMPTS):
         current = await store(request).get_sprocket(sprocket_id)
         if accepted is not None and current.version not in accepted:
             raise VersionMismatch(sprocket_id)
-        sprocket = validate(SprocketIn, _merge({name: current.body[name] for name in SPROCKET_FIELDS}, patch))
+        merged = {**{name: current.body[name] for name in SPROCKET_FIELDS}, **patch.model_dump()}
+        sprocket = validate(SprocketIn, merged)
         try:
             updated = await store(request).update_sprocket(sprocket_id, sprocket.model_dump(), [current.version])
         except VersionMismatch:

@@ -19,8 +19,9 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
 from sprockets_cache import keys
-from sprockets_cache.errors import NotFound, VersionMismatch
-from sprockets_cache.points import Columns, bucket_range, unpack
+from sprockets_cache.errors import NotFound, TooManyPoints, VersionMismatch
+from sprockets_cache.keys import BUCKET_WIDTH_S
+from sprockets_cache.points import Columns, unpack
 
 # What a client sees as 503: Redis is down, loading, or too slow to answer.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
@@ -28,6 +29,8 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.
 SPROCKET_FIELDS = ("teeth", "pitch_diameter", "outside_diameter", "pitch")
 
 Client = redis.Redis | RedisCluster
+# As many points as a read may return when the caller sets no bound.
+UNLIMITED = 2**62
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +96,9 @@ def _sprocket(sprocket_id: int, raw: Mapping[bytes, bytes]) -> Versioned:
     return Versioned(body, int(raw[b"version"]))
 
 
-def _factory(factory_id: int, reply: list[bytes], first: int, last: int) -> Factory:
-    buckets = ((int(reply[i]), reply[i + 1]) for i in range(2, len(reply), 2))
-    return Factory(factory_id, reply[0].decode(), int(reply[1]), unpack(buckets, first, last))
+def _factory(factory_id: int, reply: list[Any]) -> Factory:
+    buckets = ((int(reply[i]), reply[i + 1]) for i in range(3, len(reply), 2))
+    return Factory(factory_id, reply[0].decode(), int(reply[1]), unpack(buckets))
 
 
 class Store:
@@ -199,29 +202,49 @@ class Store:
             raise NotFound(factory_id)
         return int(reply)
 
-    async def get_factory(self, factory_id: int, first: int, last: int) -> Factory:
-        reply = await self._read_factory(*self._read_args(factory_id, first, last))
+    async def get_factory(self, factory_id: int, first: int, last: int, most: int = UNLIMITED) -> Factory:
+        """The factory with its points in [first, last]; TooManyPoints when there are more than `most`."""
+        reply = await self._read_factory(*self._read_args(factory_id, first, last, most))
         if reply is None:
             raise NotFound(factory_id)
-        return _factory(factory_id, reply, first, last)
+        if len(reply) == 3 and reply[2] > most:
+            raise TooManyPoints(reply[2], most)
+        return _factory(factory_id, reply)
 
-    async def list_factories(self, after: int, limit: int, first: int, last: int) -> tuple[list[Factory], int | None]:
+    async def list_factories(
+        self, after: int, limit: int, first: int, last: int, most: int = UNLIMITED
+    ) -> tuple[list[Factory], int | None]:
+        """A page of factories with their points in [first, last]: at most `limit` factories and `most` points.
+
+        Returns the page and the id to continue after (None at the end).
+        """
         ids = await self.redis.zrangebyscore(keys.FACTORY_INDEX, f"({after}", "+inf", start=0, num=limit + 1)
         page = [int(i) for i in ids[:limit]]
         async with self.redis.pipeline(transaction=False) as pipe:
             for factory_id in page:
-                await self._read_factory(*self._read_args(factory_id, first, last), client=pipe)
+                await self._read_factory(*self._read_args(factory_id, first, last, most), client=pipe)
             replies = await pipe.execute()
-        factories = [_factory(i, reply, first, last) for i, reply in zip(page, replies, strict=True) if reply]
+        factories: list[Factory] = []
+        budget = most
+        for factory_id, reply in zip(page, replies, strict=True):
+            if reply is None:
+                continue  # listed, but not written yet (or never, after a crash): see create_factory
+            if reply[2] > budget:
+                if not factories:
+                    raise TooManyPoints(reply[2], most)
+                return factories, factories[-1].id  # the page is full of points: end it early
+            budget -= reply[2]
+            factories.append(_factory(factory_id, reply))
         return factories, (page[-1] if len(ids) > limit else None)
 
     @staticmethod
-    def _read_args(factory_id: int, first: int, last: int) -> tuple[list[str], list[Any]]:
+    def _read_args(factory_id: int, first: int, last: int, most: int) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of factory_read.lua."""
-        first_bucket, last_bucket = bucket_range(first, last)
+        first_bucket, first_offset = divmod(first, BUCKET_WIDTH_S)
+        last_bucket, last_offset = divmod(last, BUCKET_WIDTH_S)
         return (
             [keys.key_for_factory(factory_id), keys.key_for_factory_buckets(factory_id)],
-            [keys.factory_points_prefix(factory_id), first_bucket, last_bucket],
+            [keys.factory_points_prefix(factory_id), first_bucket, first_offset, last_bucket, last_offset, most],
         )
 
     # Idempotency records and seed records

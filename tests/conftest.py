@@ -51,7 +51,9 @@ def store(redis_client: Client) -> Store:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(max_body_bytes=4096, max_chart_body_bytes=64 * 1024, max_chart_points=1000)
+    return Settings(
+        max_body_bytes=4096, max_chart_body_bytes=64 * 1024, max_chart_points=1000, max_response_points=1500
+    )
 
 
 async def _serve(settings: Settings, client: Client) -> AsyncIterator[httpx.AsyncClient]:

@@ -209,6 +209,29 @@ async def test_more_points_than_the_limit_is_413_and_writes_nothing(api: httpx.A
     assert len((await api.get(URL)).json()["factories"]) == 1
 
 
+async def test_a_read_of_more_points_than_a_response_may_hold_is_422(api: httpx.AsyncClient) -> None:
+    await create(api)
+    for start in (0, 1000):  # the test settings allow 1,000 points a write and 1,500 a response
+        await api.post(f"{URL}/1/chart_data", json=chart(*((t, 1, 1) for t in range(start, start + 1000))))
+    too_many = await api.get(f"{URL}/1")
+    assert too_many.status_code == 422
+    assert too_many.json()["errors"][0]["field"] == "query.from"
+    assert (await api.get(URL)).status_code == 422
+    narrowed = await api.get(f"{URL}/1?from=500&to=1999")
+    assert len(narrowed.json()["chart_data"]["time"]) == 1500
+    assert (await api.get(f"{URL}/1/summary")).json()["points"] == 2000
+
+
+async def test_a_page_of_factories_ends_early_rather_than_hold_too_many_points(api: httpx.AsyncClient) -> None:
+    for _ in range(3):
+        await create(api, {"chart_data": chart(*((t, 1, 1) for t in range(600)))})
+    first = (await api.get(URL)).json()
+    assert [f["id"] for f in first["factories"]] == [1, 2]
+    rest = (await api.get(f"{URL}?cursor={first['next_cursor']}")).json()
+    assert [f["id"] for f in rest["factories"]] == [3]
+    assert rest["next_cursor"] is None
+
+
 async def test_a_retried_factory_create_with_an_idempotency_key_creates_one(api: httpx.AsyncClient) -> None:
     body = {"name": "Plant", "chart_data": chart((1, 2, 3))}
     first = await api.post(URL, json=body, headers={"Idempotency-Key": "abc"})

@@ -101,6 +101,8 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         server_header=False,
+        limit_concurrency=settings.limit_concurrency,
+        timeout_keep_alive=5,
     )
     return 0
 

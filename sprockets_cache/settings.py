@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1 * MIB, ge=1024)
     max_chart_body_bytes: int = Field(16 * MIB, ge=1024)
     max_chart_points: int = Field(100_000, ge=1)
+    # A request body must arrive within this, so slow clients cannot hold a connection forever.
+    body_timeout_s: float = Field(10.0, gt=0)
+    # Connections one API process serves at once; uvicorn answers 503 past it.
+    limit_concurrency: int = Field(1000, ge=1)
     # Points one response may hold; a page of factories ends early to stay under it.
     max_response_points: int = Field(1_000_000, ge=1)
 

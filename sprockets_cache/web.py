@@ -1,5 +1,6 @@
 """What every handler does with a request: read and validate it, and answer in JSON."""
 
+import asyncio
 import contextlib
 import hashlib
 import re
@@ -43,7 +44,8 @@ def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | Non
 
 
 async def read_json(request: Request, limit_bytes: int, media_types: Collection[str] = (JSON,)) -> Any:
-    """The parsed body; 415 for another media type, 413 past the limit (before reading it whole), 400 if malformed."""
+    """The parsed body: 415 for another media type, 413 past the limit (before reading it whole),
+    408 when it trickles in slower than the body timeout, 400 if malformed."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in media_types:
         raise Problem(415, f"Send the body as {' or '.join(media_types)}.")
@@ -51,10 +53,14 @@ async def read_json(request: Request, limit_bytes: int, media_types: Collection[
     if declared.isdigit() and int(declared) > limit_bytes:
         raise Problem(413, f"The body is over the limit of {limit_bytes} bytes.")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit_bytes:
-            raise Problem(413, f"The body is over the limit of {limit_bytes} bytes.")
+    try:
+        async with asyncio.timeout(settings(request).body_timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit_bytes:
+                    raise Problem(413, f"The body is over the limit of {limit_bytes} bytes.")
+    except TimeoutError as error:
+        raise Problem(408, "The body did not arrive in time.", headers={"Connection": "close"}) from error
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as error:

@@ -56,7 +56,7 @@ def settings() -> Settings:
     )
 
 
-async def _serve(settings: Settings, client: Client) -> AsyncIterator[httpx.AsyncClient]:
+async def serve(settings: Settings, client: Client) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, client)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
@@ -67,12 +67,12 @@ async def _serve(settings: Settings, client: Client) -> AsyncIterator[httpx.Asyn
 @pytest.fixture
 async def api(settings: Settings, redis_client: Client) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the app, on fakeredis and on redis-server in turn."""
-    async for http in _serve(settings, redis_client):
+    async for http in serve(settings, redis_client):
         yield http
 
 
 @pytest.fixture
 async def real_api(settings: Settings, real_redis: Client) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the app on the real redis-server only (concurrency, atomicity)."""
-    async for http in _serve(settings, real_redis):
+    async for http in serve(settings, real_redis):
         yield http

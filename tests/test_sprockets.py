@@ -4,7 +4,9 @@ from typing import Any
 import httpx
 import pytest
 
+from sprockets_cache.settings import Settings
 from sprockets_cache.store import Client
+from tests.conftest import serve
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
 URL = "/api/v1/sprockets"
@@ -239,6 +241,21 @@ async def test_a_body_over_the_limit_is_413_whether_or_not_it_declares_its_lengt
     streamed = await api.post(URL, content=chunks(), headers={"Content-Type": "application/json"})
     assert declared.status_code == streamed.status_code == 413
     assert (await api.get(URL)).json()["sprockets"] == []
+
+
+async def test_a_body_that_trickles_in_too_slowly_is_408_and_writes_nothing(
+    settings: Settings, redis_client: Client
+) -> None:
+    async def stalled() -> Any:
+        yield b'{"teeth": 5,'
+        await asyncio.sleep(5)
+        yield b"}"
+
+    slow = settings.model_copy(update={"body_timeout_s": 0.2})
+    async for api in serve(slow, redis_client):
+        response = await api.post(URL, content=stalled(), headers={"Content-Type": "application/json"})
+        assert response.status_code == 408
+        assert (await api.get(URL)).json()["sprockets"] == []
 
 
 @pytest.mark.parametrize("path", [f"{URL}/0", f"{URL}/99", f"{URL}/{2**64}", f"{URL}/abc", f"{URL}/-1"])

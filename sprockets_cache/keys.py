@@ -38,6 +38,11 @@ def key_for_factory_buckets(factory_id: int) -> str:
     return f"{PREFIX}{{factory:{factory_id}}}:buckets"
 
 
+def key_for_factory_events(factory_id: int) -> str:
+    """A stream of the factory's writes: version, first and last time, points."""
+    return f"{PREFIX}{{factory:{factory_id}}}:events"
+
+
 def factory_points_prefix(factory_id: int) -> str:
     """Bucket keys are this prefix plus the bucket number (time // BUCKET_WIDTH_S)."""
     return f"{PREFIX}{{factory:{factory_id}}}:points:"

@@ -67,3 +67,11 @@ def unpack(buckets: Iterable[tuple[int, bytes]]) -> Columns:
 
 def count(buckets: Mapping[int, bytes]) -> int:
     return sum(len(packed) for packed in buckets.values()) // RECORD.size
+
+
+def span(buckets: Mapping[int, bytes]) -> tuple[int, int]:
+    """The first and last time in non-empty buckets."""
+    first, last = min(buckets), max(buckets)
+    first_offset = RECORD.unpack_from(buckets[first])[0]
+    last_offset = RECORD.unpack_from(buckets[last], len(buckets[last]) - RECORD.size)[0]
+    return first * BUCKET_WIDTH_S + first_offset, last * BUCKET_WIDTH_S + last_offset

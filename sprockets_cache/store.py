@@ -21,7 +21,7 @@ from redis.commands.core import AsyncScript
 from sprockets_cache import keys
 from sprockets_cache.errors import NotFound, TooManyPoints, VersionMismatch
 from sprockets_cache.keys import BUCKET_WIDTH_S
-from sprockets_cache.points import Columns, unpack
+from sprockets_cache.points import Columns, count, span, unpack
 
 # What a client sees as 503: Redis is down, loading, or too slow to answer.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
@@ -29,6 +29,8 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.
 SPROCKET_FIELDS = ("teeth", "pitch_diameter", "outside_diameter", "pitch")
 
 Client = redis.Redis | RedisCluster
+# Events (writes) a factory's stream keeps for clients that resume with Last-Event-ID.
+EVENTS_KEPT = 1000
 # As many points as a read may return when the caller sets no bound.
 UNLIMITED = 2**62
 
@@ -190,13 +192,21 @@ class Store:
 
     async def _write(self, factory_id: int, buckets: Mapping[int, bytes], created: Mapping[str, Any]) -> int:
         numbers = sorted(buckets)
+        first, last = span(buckets) if buckets else (0, 0)
         reply = await self._write_factory(
             keys=[
                 keys.key_for_factory(factory_id),
                 keys.key_for_factory_buckets(factory_id),
+                keys.key_for_factory_events(factory_id),
                 *(keys.key_for_factory_points(factory_id, n) for n in numbers),
             ],
-            args=[len(created), *_fields(created), *numbers, *(buckets[n] for n in numbers)],
+            args=[
+                len(created),
+                *_fields(created),
+                *(first, last, count(buckets), EVENTS_KEPT),
+                *numbers,
+                *(buckets[n] for n in numbers),
+            ],
         )
         if reply is None:
             raise NotFound(factory_id)

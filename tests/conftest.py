@@ -2,6 +2,7 @@
 on a free port in a temp dir (never the machine's shared 6379)."""
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import fakeredis
 import httpx
@@ -12,6 +13,22 @@ from sprockets_cache.app import create_app
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
 from sprockets_cache.store import Client, Store, connect
+
+
+async def keyspace(client: Client) -> dict[bytes, Any]:
+    """Every key with its value, to show that a refused request wrote nothing."""
+    values: dict[bytes, Any] = {}
+    for key in await client.keys("*"):
+        kind = await client.type(key)
+        if kind == b"string":
+            values[key] = await client.get(key)
+        elif kind == b"hash":
+            values[key] = await client.hgetall(key)
+        elif kind == b"zset":
+            values[key] = await client.zrange(key, 0, -1, withscores=True)
+        else:
+            values[key] = await client.xrange(key)
+    return values
 
 
 @pytest.fixture(scope="session")

@@ -246,7 +246,10 @@ async def test_concurrent_batches_into_one_factory_all_land(real_api: httpx.Asyn
     batches = [chart(*((t, w, w) for t in range(w, 7000, 7))) for w in range(7)]
     responses = await asyncio.gather(*(real_api.post(f"{URL}/1/chart_data", json=b) for b in batches))
     assert {r.status_code for r in responses} == {200}
-    times = (await real_api.get(f"{URL}/1")).json()["chart_data"]["time"]
+    times = []
+    for start in range(0, 7000, 1400):  # a response holds at most 1,500 points in the test settings
+        page = (await real_api.get(f"{URL}/1?from={start}&to={start + 1399}")).json()
+        times += page["chart_data"]["time"]
     assert times == list(range(7000))
 
 
@@ -255,3 +258,18 @@ async def test_points_are_packed_buckets_an_operator_can_list(api: httpx.AsyncCl
     assert await redis_client.zrange("sc:{factory:1}:buckets", 0, -1) == [b"0", b"2"]
     assert await redis_client.hget("sc:{factory:1}:meta", "name") == b"Factory 1"
     assert await redis_client.get("sc:{factory:1}:points:2") == bytes.fromhex("003c" + "00000003" + "00000004")
+
+
+async def test_each_write_of_points_adds_one_event_to_the_factory_stream(
+    api: httpx.AsyncClient, redis_client: Client
+) -> None:
+    await create(api, {"chart_data": chart((60, 1, 2))})
+    await api.post(f"{URL}/1/chart_data", json=chart((7300, 3, 4), (120, 5, 6)))
+    etag = (await api.get(f"{URL}/1")).headers["etag"]
+    assert (await api.post(f"{URL}/1/chart_data", json=chart())).json() == {"written": 0}
+    assert (await api.get(f"{URL}/1")).headers["etag"] == etag
+    events = await redis_client.xrange("sc:{factory:1}:events")
+    assert [fields for _, fields in events] == [
+        {b"version": b"1", b"first": b"60", b"last": b"60", b"points": b"1"},
+        {b"version": b"2", b"first": b"120", b"last": b"7300", b"points": b"2"},
+    ]

@@ -1,17 +1,18 @@
 """Arbitrary bodies at every write endpoint: never a 5xx, and a refusal writes nothing."""
 
 import asyncio
+import json
 from typing import Any
 
 import fakeredis
 import httpx
-import orjson
 from asgi_lifespan import LifespanManager
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sprockets_cache.app import create_app
 from sprockets_cache.settings import Settings
+from tests.conftest import keyspace
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
 CHART = {"sprocket_production_actual": [1], "sprocket_production_goal": [2], "time": [3]}
@@ -39,34 +40,22 @@ near_misses = st.one_of(
     st.builds(lambda k, v: {**CHART, k: v}, st.sampled_from(list(CHART)), json_values),
     st.builds(lambda v: {"name": "F", "chart_data": v}, json_values),
 )
-bodies = st.one_of(
-    st.binary(max_size=64),
-    json_values.map(orjson.dumps),
-    near_misses.map(orjson.dumps),
-)
+# json, not orjson: it writes integers past 64 bits, and Infinity.
+bodies = st.one_of(st.binary(max_size=64), st.one_of(json_values, near_misses).map(lambda v: json.dumps(v).encode()))
 
 
-async def exchange(method: str, path: str, body: bytes, content_type: str) -> tuple[int, set[bytes], set[bytes]]:
+async def exchange(method: str, path: str, body: bytes, content_type: str) -> tuple[int, Any, Any]:
     redis = fakeredis.FakeAsyncRedis()
     async with LifespanManager(create_app(Settings(), redis)) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
             await api.post("/api/v1/sprockets", json=SPROCKET)
             await api.post("/api/v1/factories", json={"chart_data": CHART})
-            before = {key + b"=" + orjson.dumps(await dump(redis, key)) for key in await redis.keys()}
+            before = await keyspace(redis)
             response = await api.request(method, path, content=body, headers={"Content-Type": content_type})
-            after = {key + b"=" + orjson.dumps(await dump(redis, key)) for key in await redis.keys()}
+            after = await keyspace(redis)
     await redis.aclose()
     return response.status_code, before, after
-
-
-async def dump(redis: fakeredis.FakeAsyncRedis, key: bytes) -> Any:
-    kind = await redis.type(key)
-    if kind == b"hash":
-        return {k.decode(): v.hex() for k, v in sorted((await redis.hgetall(key)).items())}
-    if kind == b"zset":
-        return [m.hex() for m in await redis.zrange(key, 0, -1)]
-    return (await redis.get(key) or b"").hex()
 
 
 @settings(max_examples=150, deadline=None)

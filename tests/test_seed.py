@@ -12,6 +12,7 @@ import redis.asyncio as redis
 from sprockets_cache import keys, seed
 from sprockets_cache.seed import SeedError
 from sprockets_cache.store import Client, Store
+from tests.conftest import keyspace
 
 SEEDS = Path(__file__).parent.parent / "seeds"
 FACTORY_SEED = SEEDS / "seed_factory_data.json"
@@ -39,20 +40,6 @@ def factory_file(path: Path, factories: int, points: int) -> Path:
         {"factory": {"chart_data": chart([(60 * i, f, i) for i in range(points)])}} for f in range(1, factories + 1)
     ]
     return write(path, {"factories": items})
-
-
-async def keyspace(client: Client) -> dict[Any, Any]:
-    """Every key with its value, to show that something wrote nothing."""
-    values: dict[Any, Any] = {}
-    for key in await client.keys("*"):
-        kind = (await client.type(key)).decode()  # type: ignore[union-attr]
-        if kind == "string":
-            values[key] = await client.get(key)
-        elif kind == "hash":
-            values[key] = await client.hgetall(key)
-        else:
-            values[key] = await client.zrange(key, 0, -1, withscores=True)
-    return values
 
 
 async def factories_json(store: Store) -> list[dict[str, Any]]:

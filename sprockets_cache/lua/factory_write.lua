@@ -1,8 +1,10 @@
--- Upsert points into a factory's packed buckets (see points.py), optionally creating the factory.
--- KEYS[1] the factory's hash, KEYS[2] its bucket index, KEYS[3..] the buckets written
+-- Upsert points into a factory's packed buckets (see points.py), optionally creating the factory,
+-- and tell its event stream, all in one step.
+-- KEYS[1] the factory's hash, KEYS[2] its bucket index, KEYS[3] its event stream, KEYS[4..] the buckets written
 -- ARGV[1] m, the number of field, value pairs that follow to create the factory with (0: it must exist)
--- ARGV[2 .. 2m+1] those pairs; then one bucket number per bucket key; then one packed value per bucket key,
--- records sorted by offset with no offset repeated.
+-- ARGV[2 .. 2m+1] those pairs; then the first and last time written, the number of points, and the
+-- number of events the stream keeps; then one bucket number per bucket key; then one packed value per
+-- bucket key, records sorted by offset with no offset repeated.
 -- Returns the factory's new version, or false when it does not exist.
 local RECORD = 10
 local pairs_count = tonumber(ARGV[1])
@@ -34,10 +36,12 @@ local function merge(old, new)
   return table.concat(out)
 end
 
-local buckets = #KEYS - 2
-local first_bucket = 2 * pairs_count + 2
+local span = 2 * pairs_count + 2
+local first_time, last_time, points, events_kept = ARGV[span], ARGV[span + 1], ARGV[span + 2], ARGV[span + 3]
+local buckets = #KEYS - 3
+local first_bucket = span + 4
 for k = 1, buckets do
-  local key, bucket, new = KEYS[k + 2], ARGV[first_bucket + k - 1], ARGV[first_bucket + buckets + k - 1]
+  local key, bucket, new = KEYS[k + 3], ARGV[first_bucket + k - 1], ARGV[first_bucket + buckets + k - 1]
   local old = redis.call('GET', key)
   if not old then
     redis.call('SET', key, new)
@@ -50,4 +54,12 @@ for k = 1, buckets do
     redis.call('SET', key, merge(old, new))
   end
 end
-return redis.call('HINCRBY', KEYS[1], 'version', 1)
+if buckets == 0 and pairs_count == 0 then
+  return tonumber(redis.call('HGET', KEYS[1], 'version'))  -- nothing written: the ETag stays
+end
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+if buckets > 0 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', events_kept, '*',
+    'version', version, 'first', first_time, 'last', last_time, 'points', points)
+end
+return version

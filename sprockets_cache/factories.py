@@ -9,6 +9,7 @@ from sprockets_cache.models import ChartData, FactoryIn
 from sprockets_cache.points import count, pack, unpack
 from sprockets_cache.problems import Problem
 from sprockets_cache.web import (
+    bucket_width,
     etag,
     idempotent,
     json_response,
@@ -42,15 +43,17 @@ async def list_factories(request: Request) -> Response:
     after, limit = page(request)
     first, last = time_range(request)
     most = settings(request).max_response_points
+    bucket_s = bucket_width(request)
     factories, last_id = await store(request).list_factories(after, limit, first, last, most)
-    return page_response(request, "factories", [f.as_json() for f in factories], last_id)
+    return page_response(request, "factories", [f.as_json(bucket_s) for f in factories], last_id)
 
 
 async def get_factory(request: Request) -> Response:
     first, last = time_range(request)
+    bucket_s = bucket_width(request)
     most = settings(request).max_response_points
     factory = await store(request).get_factory(path_id(request, "factory_id"), first, last, most)
-    return versioned_response(request, factory.as_json(), factory.version)
+    return versioned_response(request, factory.as_json(bucket_s), factory.version)
 
 
 async def create_factory(request: Request) -> Response:

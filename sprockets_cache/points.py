@@ -28,6 +28,20 @@ class Columns:
         self.goal: list[int] = []
         self.time: list[int] = []
 
+    def bucketed(self, width_s: int) -> "Columns":
+        """Sums of actual and goal over each `width_s` seconds, labelled with the span's first second."""
+        sums = Columns()
+        for time, actual, goal in zip(self.time, self.actual, self.goal, strict=True):
+            start = time - time % width_s
+            if sums.time and sums.time[-1] == start:
+                sums.actual[-1] += actual
+                sums.goal[-1] += goal
+            else:
+                sums.time.append(start)
+                sums.actual.append(actual)
+                sums.goal.append(goal)
+        return sums
+
     def as_chart_data(self) -> dict[str, list[int]]:
         return {"sprocket_production_actual": self.actual, "sprocket_production_goal": self.goal, "time": self.time}
 

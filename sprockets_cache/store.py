@@ -48,8 +48,10 @@ class Factory:
     version: int
     points: Columns
 
-    def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "chart_data": self.points.as_chart_data()}
+    def as_json(self, bucket_s: int | None = None) -> dict[str, Any]:
+        """The API's shape; with `bucket_s`, points summed per that many seconds."""
+        points = self.points.bucketed(bucket_s) if bucket_s else self.points
+        return {"id": self.id, "name": self.name, "chart_data": points.as_chart_data()}
 
 
 def connect(url: str, cluster: bool = False, timeout_s: float = 1.0, max_connections: int = 64) -> Client:

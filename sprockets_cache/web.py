@@ -114,6 +114,11 @@ def time_range(request: Request) -> tuple[int, int]:
     return first, last
 
 
+def bucket_width(request: Request) -> int | None:
+    """`bucket`: sum points per this many seconds (None: every point)."""
+    return _query_int(request, "bucket", 0, 1, MAX_TIME) or None
+
+
 def page(request: Request) -> tuple[int, int]:
     """(the id to continue after, limit) from `cursor` and `limit`."""
     limit = _query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)

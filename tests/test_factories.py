@@ -273,3 +273,12 @@ async def test_each_write_of_points_adds_one_event_to_the_factory_stream(
         {b"version": b"1", b"first": b"60", b"last": b"60", b"points": b"1"},
         {b"version": b"2", b"first": b"120", b"last": b"7300", b"points": b"2"},
     ]
+
+
+async def test_bucket_sums_actual_and_goal_per_span_of_seconds(api: httpx.AsyncClient) -> None:
+    await create(api, {"chart_data": chart((0, 1, 2), (59, 3, 4), (60, 5, 6), (3600, 7, 8), (3659, 9, 10))})
+    hourly = (await api.get(f"{URL}/1?bucket=3600")).json()["chart_data"]
+    assert hourly == chart((0, 9, 12), (3600, 16, 18))
+    minutes = (await api.get(f"{URL}?bucket=60&from=59")).json()["factories"][0]["chart_data"]
+    assert minutes == chart((0, 3, 4), (60, 5, 6), (3600, 16, 18))
+    assert (await api.get(f"{URL}/1?bucket=0")).status_code == 422

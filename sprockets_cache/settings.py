@@ -23,10 +23,12 @@ class Settings(BaseSettings):
     redis_cluster: bool = False
     # A Redis command slower than this fails the request with 503.
     redis_timeout_s: float = Field(1.0, gt=0)
-    # Connections to Redis per API process; a request waits up to redis_timeout_s for one.
-    redis_max_connections: int = Field(64, ge=1)
+    # Connections to Redis per API process (per node on a cluster); unset: 64 (1000 on a cluster).
+    redis_max_connections: int | None = Field(None, ge=1)
     # At start-up, how long to wait for Redis to answer before giving up.
     redis_startup_wait_s: float = Field(30.0, ge=0)
+    # Event subscribers (GET .../events) per API process, each on a Redis connection of its own; 503 past it.
+    events_max_clients: int = Field(100, ge=1)
 
     max_body_bytes: int = Field(1 * MIB, ge=1024)
     max_chart_body_bytes: int = Field(16 * MIB, ge=1024)

@@ -5,8 +5,10 @@ Each write that touches several keys is one Lua script over keys of one
 hash slot, so it is atomic on a single Redis and on a cluster alike.
 """
 
+import asyncio
+import contextlib
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -19,7 +21,7 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
 from sprockets_cache import keys
-from sprockets_cache.errors import NotFound, TooManyPoints, VersionMismatch
+from sprockets_cache.errors import NotFound, SubscribersFull, TooManyPoints, VersionMismatch
 from sprockets_cache.keys import BUCKET_WIDTH_S
 from sprockets_cache.points import Columns, count, span, unpack
 
@@ -31,6 +33,10 @@ SPROCKET_FIELDS = ("teeth", "pitch_diameter", "outside_diameter", "pitch")
 Client = redis.Redis | RedisCluster
 # Events (writes) a factory's stream keeps for clients that resume with Last-Event-ID.
 EVENTS_KEPT = 1000
+# How long one XREAD of a subscriber waits for a write; its client's read timeout is longer.
+EVENTS_BLOCK_MS = 10_000
+# Events one read returns at most: a subscriber far behind catches up in steps.
+EVENTS_PER_READ = 100
 # As many points as a read may return when the caller sets no bound.
 UNLIMITED = 2**62
 
@@ -54,19 +60,39 @@ class Factory:
         return {"id": self.id, "name": self.name, "chart_data": points.as_chart_data()}
 
 
-def connect(url: str, cluster: bool = False, timeout_s: float = 1.0, max_connections: int = 64) -> Client:
-    """A client that fails fast and never piles up connections: at most `max_connections`,
-    a request waits up to `timeout_s` for a free one; one quick retry on a dropped connection,
-    never on a timeout, since a write that timed out may have happened."""
+def connect(url: str, cluster: bool = False, timeout_s: float = 1.0, max_connections: int | None = None) -> Client:
+    """A client that fails fast and never piles up connections: one quick retry on a dropped
+    connection, never on a timeout, since a write that timed out may have happened.
+
+    On one Redis at most `max_connections` (default 64) are open and a request waits up to
+    `timeout_s` for a free one. redis-py's cluster client cannot wait: past its bound (per node,
+    default 1000) a call fails at once, so its default is high.
+    """
     options: dict[str, Any] = {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
         "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-        "max_connections": max_connections,
+    }
+    if cluster:
+        return RedisCluster.from_url(url, max_connections=max_connections or 1000, **options)
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections or 64, timeout=timeout_s, health_check_interval=30, **options
+    )
+    return redis.Redis.from_pool(pool)
+
+
+def connect_subscribers(url: str, cluster: bool, timeout_s: float, max_clients: int) -> Client:
+    """A second client, for event subscribers that block in XREAD, so they never take the connections
+    requests need. On one Redis each subscriber holds one of at most `max_clients` connections and
+    none is waited for (see Store.subscribe); a cluster client bounds each node's connections instead."""
+    options: dict[str, Any] = {
+        "socket_timeout": EVENTS_BLOCK_MS / 1000 + timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "max_connections": max_clients,
     }
     if cluster:
         return RedisCluster.from_url(url, **options)
-    pool = redis.BlockingConnectionPool.from_url(url, timeout=timeout_s, health_check_interval=30, **options)
+    pool = redis.BlockingConnectionPool.from_url(url, timeout=0, health_check_interval=30, **options)
     return redis.Redis.from_pool(pool)
 
 
@@ -106,9 +132,11 @@ def _factory(factory_id: int, reply: list[Any]) -> Factory:
 
 
 class Store:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, subscribers: Client | None = None) -> None:
         # Any: redis-py's annotations do not tell its sync and async replies apart.
         self.redis: Any = client
+        # The client event subscribers read with (connect_subscribers); `client` when none is given.
+        self.subscribers: Any = subscribers or client
         self._create_sprocket = _script(client, "sprocket_create")
         self._update_sprocket = _script(client, "sprocket_update")
         self._delete_sprocket = _script(client, "sprocket_delete")
@@ -232,10 +260,11 @@ class Store:
         """
         ids = await self.redis.zrangebyscore(keys.FACTORY_INDEX, f"({after}", "+inf", start=0, num=limit + 1)
         page = [int(i) for i in ids[:limit]]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for factory_id in page:
-                await self._read_factory(*self._read_args(factory_id, first, last, most), client=pipe)
-            replies = await pipe.execute()
+        # Concurrent calls, not a pipeline: a cluster client cannot pipeline scripts, and factories
+        # live on different shards.
+        replies = await asyncio.gather(
+            *(self._read_factory(*self._read_args(factory_id, first, last, most)) for factory_id in page)
+        )
         factories: list[Factory] = []
         budget = most
         for factory_id, reply in zip(page, replies, strict=True):
@@ -258,6 +287,36 @@ class Store:
             [keys.key_for_factory(factory_id), keys.key_for_factory_buckets(factory_id)],
             [keys.factory_points_prefix(factory_id), first_bucket, first_offset, last_bucket, last_offset, most],
         )
+
+    # Events
+
+    async def newest_event_id(self, factory_id: int) -> str:
+        """The id of the factory's newest event ("0-0" before its first), so that a subscriber reading
+        after it misses no later write; NotFound for an unknown factory."""
+        exists, newest = await asyncio.gather(
+            self.redis.exists(keys.key_for_factory(factory_id)),
+            self.redis.xrevrange(keys.key_for_factory_events(factory_id), count=1),
+        )
+        if not exists:
+            raise NotFound(factory_id)
+        return newest[0][0].decode() if newest else "0-0"
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator["Subscriber"]:
+        """A connection of the subscribers' pool for one subscriber, held until the block ends, so the
+        pool's bound is a bound on subscribers; SubscribersFull at once when none is free. A cluster
+        client cannot hold one: there each read takes a connection of the key's node for its block."""
+        if isinstance(self.subscribers, RedisCluster):
+            yield Subscriber(self.subscribers)
+            return
+        if not self.subscribers.connection_pool.can_get_connection():
+            raise SubscribersFull
+        client = self.subscribers.client()
+        try:
+            await client.initialize()
+            yield Subscriber(client)
+        finally:
+            await client.aclose()
 
     # Idempotency records and seed records
 
@@ -322,3 +381,33 @@ class Store:
 
     async def save_seed(self, digest: str, record: bytes) -> None:
         await self.redis.hset(keys.SEEDS, digest, record)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One write of a factory's points: its stream entry id, the factory's version after it, and
+    the first and last time and the number of the points it wrote."""
+
+    id: str
+    version: int
+    first: int
+    last: int
+    points: int
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    client: Any
+
+    async def read_events(self, factory_id: int, after_id: str, block_ms: int = EVENTS_BLOCK_MS) -> list[Event]:
+        """The factory's events after `after_id` (a stream entry id), waiting up to `block_ms` for one."""
+        key = keys.key_for_factory_events(factory_id)
+        reply = await self.client.xread({key: after_id}, count=EVENTS_PER_READ, block=block_ms)
+        entries = reply[0][1] if reply else []
+        return [
+            Event(
+                entry_id.decode(), int(fields[b"version"]), int(fields[b"first"]), int(fields[b"last"]),
+                int(fields[b"points"]),
+            )
+            for entry_id, fields in entries
+        ]

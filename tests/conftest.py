@@ -13,6 +13,7 @@ from sprockets_cache.app import create_app
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
 from sprockets_cache.store import Client, Store, connect
+from tests.cluster import local_cluster
 
 
 async def keyspace(client: Client) -> dict[bytes, Any]:
@@ -37,26 +38,39 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
         yield server
 
 
-async def _flushed_client(server: EmbeddedRedis) -> Client:
-    client = connect(server.url)
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[EmbeddedRedis]]:
+    """Three masters joined by `redis-cli --cluster create`."""
+    with local_cluster(tmp_path_factory.mktemp("cluster")) as nodes:
+        yield nodes
+
+
+async def _real_client(request: pytest.FixtureRequest, kind: str) -> Client:
+    """A client of the session's redis-server or cluster, emptied."""
+    if kind == "redis-cluster":
+        nodes: list[EmbeddedRedis] = request.getfixturevalue("redis_cluster")
+        client = connect(nodes[0].url, cluster=True)
+    else:
+        client = connect(request.getfixturevalue("redis_server").url)
     await client.flushdb()
     return client
 
 
-@pytest.fixture
-async def real_redis(redis_server: EmbeddedRedis) -> AsyncIterator[Client]:
-    client = await _flushed_client(redis_server)
+REAL = ["redis-server", "redis-cluster"]
+
+
+@pytest.fixture(params=REAL)
+async def real_redis(request: pytest.FixtureRequest) -> AsyncIterator[Client]:
+    """A real Redis: each test that takes this runs on one redis-server and on a 3-master cluster."""
+    client = await _real_client(request, request.param)
     yield client
     await client.aclose()
 
 
-@pytest.fixture(params=["fakeredis", "redis-server"])
+@pytest.fixture(params=["fakeredis", *REAL])
 async def redis_client(request: pytest.FixtureRequest) -> AsyncIterator[Client]:
-    """Each test that takes this runs twice: on fakeredis and on the real server."""
-    if request.param == "fakeredis":
-        client: Client = fakeredis.FakeAsyncRedis()
-    else:
-        client = await _flushed_client(request.getfixturevalue("redis_server"))
+    """Each test that takes this runs on fakeredis, on one redis-server and on a 3-master cluster."""
+    client = fakeredis.FakeAsyncRedis() if request.param == "fakeredis" else await _real_client(request, request.param)
     yield client
     await client.aclose()
 

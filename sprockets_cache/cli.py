@@ -46,7 +46,6 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve the API (Redis from REDIS_URL)")
     _add_address(serve)
-    serve.add_argument("--workers", type=_positive, default=os.environ.get("WORKERS", "1"), help="env WORKERS; 1")
     serve.set_defaults(command=_serve)
 
     load = commands.add_parser("seed", help="load JSON seed files into Redis, each file once")
@@ -70,6 +69,7 @@ def _add_address(parser: argparse.ArgumentParser) -> None:
     # argparse converts string defaults with `type`, so a bad PORT in the environment is a usage error.
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"), help="env HOST; 127.0.0.1")
     parser.add_argument("--port", type=_port, default=os.environ.get("PORT", "8000"), help="env PORT; 8000")
+    parser.add_argument("--workers", type=_positive, default=os.environ.get("WORKERS", "1"), help="env WORKERS; 1")
 
 
 def _port(text: str) -> int:
@@ -85,7 +85,7 @@ def _positive(text: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    workers = getattr(args, "workers", 1)
+    workers = args.workers
     settings = Settings.from_env()
     if not settings.api_keys:
         log.warning("SPROCKETS_API_KEYS is not set: ANYONE CAN WRITE. Set it before exposing this server.")

@@ -1,0 +1,112 @@
+"""`make soak`: a mixed read/write load on the API, one uvicorn worker on a Redis of its own, for a bounded
+time (SOAK_S, default 60 s). Reports requests, errors, p99 latency and the API process's memory at the
+start and end; exits 1 if any request failed or memory grew by more than a quarter after warm-up."""
+
+import asyncio
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+from servers import serve_api
+
+from sprockets_cache.embedded import EmbeddedRedis
+
+DURATION_S = float(os.environ.get("SOAK_S", "60"))
+CLIENTS = 16
+WARM_UP_S = min(10.0, DURATION_S / 6)
+SPROCKET = {"teeth": 12, "pitch_diameter": 40.0, "outside_diameter": 44.0, "pitch": 10.5}
+# Growth past warm-up that counts as a leak: a quarter, or 20 MiB for a small process.
+LEAK_RATIO, LEAK_FLOOR_KIB = 1.25, 20 * 1024
+
+
+def report(line: str) -> None:
+    print(f"soak: {line}", flush=True)  # noqa: T201
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+async def one_request(api: httpx.AsyncClient, rng: random.Random, clock: list[int]) -> httpx.Response:
+    """A mix a factory floor would make: mostly reads, some point writes, a few sprocket edits."""
+    roll = rng.random()
+    factory = rng.randint(1, 10)
+    if roll < 0.35:
+        return await api.get(f"/api/v1/factories/{factory}", params={"bucket": 3600})
+    if roll < 0.45:
+        return await api.get("/api/v1/factories", params={"from": clock[0] - 3600})
+    if roll < 0.55:
+        return await api.get(f"/api/v1/factories/{factory}/summary")
+    if roll < 0.75:
+        clock[0] += 60
+        times = [clock[0] + i for i in range(rng.randint(1, 50))]
+        body = {
+            "time": times,
+            "sprocket_production_actual": [30] * len(times),
+            "sprocket_production_goal": [32] * len(times),
+        }
+        return await api.post(f"/api/v1/factories/{factory}/chart_data", json=body)
+    if roll < 0.85:
+        return await api.get(f"/api/v1/sprockets/{rng.randint(1, 20)}")
+    if roll < 0.95:
+        return await api.patch(f"/api/v1/sprockets/{rng.randint(1, 20)}", json={"teeth": rng.randint(1, 99)})
+    return await api.get("/api/v1/sprockets", params={"limit": 10})
+
+
+async def client(
+    api: httpx.AsyncClient, seed: int, until: float, clock: list[int], results: list[tuple[int, float]]
+) -> None:
+    rng = random.Random(seed)
+    while time.monotonic() < until:
+        started = time.monotonic()
+        try:
+            status = (await one_request(api, rng, clock)).status_code
+        except httpx.HTTPError:
+            status = 0
+        results.append((status, time.monotonic() - started))
+
+
+async def soak(url: str, pid: int) -> int:
+    async with httpx.AsyncClient(base_url=url, timeout=10) as api:
+        for _ in range(20):
+            assert (await api.post("/api/v1/sprockets", json=SPROCKET)).status_code == 201
+        for _ in range(10):
+            assert (
+                await api.post("/api/v1/factories", json={}, headers={"Content-Type": "application/json"})
+            ).status_code == 201
+        clock = [1_700_000_000]
+        warm: list[tuple[int, float]] = []
+        await asyncio.gather(*(client(api, n, time.monotonic() + WARM_UP_S, clock, warm) for n in range(CLIENTS)))
+        start_kib = rss_kib(pid)
+        results: list[tuple[int, float]] = []
+        until = time.monotonic() + DURATION_S - WARM_UP_S
+        await asyncio.gather(*(client(api, n + CLIENTS, until, clock, results) for n in range(CLIENTS)))
+        end_kib = rss_kib(pid)
+    statuses = Counter(status for status, _ in warm + results)
+    errors = sum(count for status, count in statuses.items() if status == 0 or status >= 400)
+    latencies = sorted(duration for _, duration in results)
+    p99_ms = latencies[int(len(latencies) * 0.99)] * 1000
+    grew = end_kib > max(start_kib * LEAK_RATIO, start_kib + LEAK_FLOOR_KIB)
+    report(f"{DURATION_S:.0f} s, {CLIENTS} clients, {sum(statuses.values())} requests, statuses {dict(statuses)}")
+    report(f"errors {errors}, p50 {statistics.median(latencies) * 1000:.1f} ms, p99 {p99_ms:.1f} ms")
+    report(f"API memory {start_kib / 1024:.1f} MiB after warm-up, {end_kib / 1024:.1f} MiB at the end")
+    return 1 if errors or grew else 0
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="soak-") as tmp, EmbeddedRedis(Path(tmp) / "redis") as redis_server:
+        with serve_api(redis_server.url, Path(tmp)) as api:
+            return asyncio.run(soak(api.url, api.process.pid))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

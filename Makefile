@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SEEDS := seeds/seed_factory_data.json seeds/seed_sprocket_types.json
 
-.PHONY: install run seed test lint bench contract clean
+.PHONY: install run seed test lint bench contract soak clean
 
 install: $(STAMP)
 
@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml requirements.txt
 	$(BIN)/pip install -q -r requirements.txt -e '.[dev]'
 	touch $@
 
-# Serves on http://127.0.0.1:$${PORT:-8000}; without REDIS_URL, on an embedded Redis with AOF under ./data/.
+# Serves on http://127.0.0.1:$${PORT:-8000} (WORKERS=N: N API processes); without REDIS_URL,
+# on an embedded Redis with AOF under ./data/.
 run: $(STAMP)
 	$(BIN)/python -m sprockets_cache run
 
@@ -32,6 +33,22 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# schemathesis (every default check, stateful phase too) against uvicorn on a redis-server of its own;
+# about a minute. Not part of `make test`; CI runs it after.
+contract: $(STAMP)
+	$(BIN)/python tests/contract.py
+
+# The API against a minimal Starlette + Redis baseline on a Redis of its own (about 5 minutes);
+# writes BENCHMARKS.md and bench/results.png. Not part of `make test`.
+bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/pip install -q matplotlib==3.11.2
+	$(BIN)/python bench/run.py
+
+# A mixed read/write load for SOAK_S seconds (default 60): fails on any error or on memory growth.
+soak: $(STAMP)
+	cd bench && PYTHONPATH=.. ../$(BIN)/python soak.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -12,12 +12,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sprockets_cache import docs, factories, openapi, sprockets
-from sprockets_cache.observability import Metrics, RequestObserver, metrics_endpoint
+from sprockets_cache import docs, events, factories, home, openapi, sprockets
+from sprockets_cache.observability import AccessLog, Metrics, RequestObserver, metrics_endpoint
 from sprockets_cache.problems import exception_handlers
 from sprockets_cache.security import Guard, SecurityHeaders
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import UNAVAILABLE_ERRORS, Client, Store, connect
+from sprockets_cache.store import UNAVAILABLE_ERRORS, Client, Store, connect, connect_subscribers
 from sprockets_cache.web import json_response, store
 
 log = logging.getLogger(__name__)
@@ -78,37 +78,51 @@ def _cors(settings: Settings) -> list[Middleware]:
     ]
 
 
-def create_app(settings: Settings | None = None, client: Client | None = None) -> Starlette:
-    """The app; `client` hands in a Redis client (tests pass fakeredis), else one is made from settings."""
+def _guard(settings: Settings) -> list[Middleware]:
+    """API keys and rate limits, when either is configured."""
+    if not settings.api_keys and settings.rate_limit_per_s <= 0:
+        return []
+    return [Middleware(Guard, settings=settings)]
+
+
+def create_app(
+    settings: Settings | None = None, client: Client | None = None, subscribers: Client | None = None
+) -> Starlette:
+    """The app; `client` hands in a Redis client (tests pass fakeredis), else one is made from settings.
+    `subscribers` hands in the client event subscribers read with; else one is made from settings,
+    or `client` serves them too when it was handed in."""
     settings = settings or Settings.from_env()
     metrics = Metrics()
+    access_log = AccessLog() if settings.access_log else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
+        own_subscribers = None
+        if client is None and subscribers is None:
+            own_subscribers = connect_subscribers(
+                settings.redis_url, settings.redis_cluster, settings.redis_timeout_s, settings.events_max_clients
+            )
         store = Store(
             client
             or connect(
                 settings.redis_url, settings.redis_cluster, settings.redis_timeout_s, settings.redis_max_connections
-            )
+            ),
+            subscribers or own_subscribers,
         )
-        await _wait_for_redis(store, settings.redis_startup_wait_s)
         try:
+            await _wait_for_redis(store, settings.redis_startup_wait_s)
             yield {"store": store, "settings": settings, "metrics": metrics}
         finally:
             if client is None:
                 await store.close()
+            if own_subscribers is not None:
+                await own_subscribers.aclose()
+            if access_log is not None:
+                access_log.flush()
 
     api = "/api/v1"
+    # The router tries routes in order: the busiest first.
     routes = [
-        *docs.routes(openapi.document_bytes()),
-        Route("/health", health),
-        Route("/ready", ready),
-        Route("/metrics", metrics_endpoint),
-        _resource(f"{api}/factories", GET=factories.list_factories, POST=factories.create_factory),
-        _resource(f"{api}/factories/{{factory_id:int}}", GET=factories.get_factory),
-        _resource(f"{api}/factories/{{factory_id:int}}/chart_data", POST=factories.write_chart_data),
-        _resource(f"{api}/factories/{{factory_id:int}}/summary", GET=factories.factory_summary),
-        _resource(f"{api}/sprockets", GET=sprockets.list_sprockets, POST=sprockets.create_sprocket),
         _resource(
             f"{api}/sprockets/{{sprocket_id:int}}",
             GET=sprockets.get_sprocket,
@@ -116,18 +130,31 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             PATCH=sprockets.patch_sprocket,
             DELETE=sprockets.delete_sprocket,
         ),
+        _resource(f"{api}/factories/{{factory_id:int}}", GET=factories.get_factory),
+        _resource(f"{api}/sprockets", GET=sprockets.list_sprockets, POST=sprockets.create_sprocket),
+        _resource(f"{api}/factories", GET=factories.list_factories, POST=factories.create_factory),
+        _resource(f"{api}/factories/{{factory_id:int}}/chart_data", POST=factories.write_chart_data),
+        _resource(f"{api}/factories/{{factory_id:int}}/summary", GET=factories.factory_summary),
+        _resource(f"{api}/factories/{{factory_id:int}}/events", GET=events.factory_events),
+        Route("/health", health),
+        Route("/ready", ready),
+        Route("/metrics", metrics_endpoint),
+        *docs.routes(openapi.document_bytes()),
+        *home.routes(),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(RequestObserver, metrics=metrics),
+            Middleware(RequestObserver, metrics=metrics, access_log=access_log),
             Middleware(SecurityHeaders),
             *_cors(settings),
-            Middleware(Guard, settings=settings),
+            *_guard(settings),
         ],
         exception_handlers=exception_handlers(UNAVAILABLE_ERRORS),
         lifespan=lifespan,
     )
+    app.state.access_log = access_log
+    return app
 
 
 # For `uvicorn sprockets_cache.app:app`; settings come from the environment.

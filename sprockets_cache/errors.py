@@ -17,6 +17,10 @@ class IdempotencyKeyReused(Exception):
     """This Idempotency-Key was first used with another request body."""
 
 
+class SubscribersFull(Exception):
+    """Every connection for event subscribers is taken."""
+
+
 class TooManyPoints(Exception):
     """A read would return more points than a response may hold."""
 

@@ -101,10 +101,18 @@ class Sprocket(SprocketIn):
     updated_at: AwareDatetime
 
 
+class Chart(BaseModel):
+    """A factory's points as columns, by time; with `bucket`, sums per bucket, which may pass MAX_COUNT."""
+
+    sprocket_production_actual: list[Annotated[int, Field(ge=0)]]
+    sprocket_production_goal: list[Annotated[int, Field(ge=0)]]
+    time: list[UnixTime]
+
+
 class Factory(BaseModel):
     id: Id
     name: str
-    chart_data: ChartData
+    chart_data: Chart
 
 
 class SprocketPage(BaseModel):

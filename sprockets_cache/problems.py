@@ -13,6 +13,7 @@ from sprockets_cache.errors import (
     IdempotencyInProgress,
     IdempotencyKeyReused,
     NotFound,
+    SubscribersFull,
     TooManyPoints,
     VersionMismatch,
 )
@@ -20,6 +21,8 @@ from sprockets_cache.errors import (
 MEDIA_TYPE = "application/problem+json"
 # Seconds a client should wait before retrying when Redis is away.
 RETRY_AFTER_S = 1
+# Seconds a new event subscriber should wait when every subscriber connection is taken.
+SUBSCRIBERS_RETRY_AFTER_S = 5
 
 
 class Problem(Exception):
@@ -91,6 +94,11 @@ async def _too_many_points(request: Request, exc: Exception) -> Response:
     return problem_response(422, detail, errors=[{"field": "query.from", "message": "narrow the range from/to"}])
 
 
+async def _subscribers_full(request: Request, exc: Exception) -> Response:
+    detail = "Every connection for event subscribers is taken; retry later, or poll with If-None-Match."
+    return problem_response(503, detail, headers={"Retry-After": str(SUBSCRIBERS_RETRY_AFTER_S)})
+
+
 async def _unavailable(request: Request, exc: Exception) -> Response:
     request.state.metrics.redis_errors.inc()
     return problem_response(503, "The datastore is unavailable; retry shortly.", headers=_retry_after())
@@ -114,6 +122,7 @@ def exception_handlers(unavailable: tuple[type[Exception], ...]) -> dict[Any, An
         IdempotencyInProgress: _in_progress,
         IdempotencyKeyReused: _key_reused,
         TooManyPoints: _too_many_points,
+        SubscribersFull: _subscribers_full,
         Exception: _server_error,
     }
     handlers.update({error: _unavailable for error in unavailable})

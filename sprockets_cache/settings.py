@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     redis_cluster: bool = False
     # A Redis command slower than this fails the request with 503.
     redis_timeout_s: float = Field(1.0, gt=0)
-    # Connections to Redis per API process (per node on a cluster); unset: 64 (1000 on a cluster).
+    # Connections to Redis per API process (per node on a cluster); unset: 1000.
     redis_max_connections: int | None = Field(None, ge=1)
     # At start-up, how long to wait for Redis to answer before giving up.
     redis_startup_wait_s: float = Field(30.0, ge=0)
@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(10.0, gt=0)
     # Connections one API process serves at once; uvicorn answers 503 past it.
     limit_concurrency: int = Field(1000, ge=1)
+    # One JSON line per request on stderr.
+    access_log: bool = True
     # Points one response may hold; a page of factories ends early to stay under it.
     max_response_points: int = Field(1_000_000, ge=1)
 

@@ -64,9 +64,8 @@ def connect(url: str, cluster: bool = False, timeout_s: float = 1.0, max_connect
     """A client that fails fast and never piles up connections: one quick retry on a dropped
     connection, never on a timeout, since a write that timed out may have happened.
 
-    On one Redis at most `max_connections` (default 64) are open and a request waits up to
-    `timeout_s` for a free one. redis-py's cluster client cannot wait: past its bound (per node,
-    default 1000) a call fails at once, so its default is high.
+    At most `max_connections` (default 1000; per node on a cluster) are open; past that a call
+    fails at once (503) rather than queue: uvicorn's LIMIT_CONCURRENCY bounds requests before that.
     """
     options: dict[str, Any] = {
         "socket_timeout": timeout_s,
@@ -75,9 +74,7 @@ def connect(url: str, cluster: bool = False, timeout_s: float = 1.0, max_connect
     }
     if cluster:
         return RedisCluster.from_url(url, max_connections=max_connections or 1000, **options)
-    pool = redis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections or 64, timeout=timeout_s, health_check_interval=30, **options
-    )
+    pool = redis.ConnectionPool.from_url(url, max_connections=max_connections or 1000, **options)
     return redis.Redis.from_pool(pool)
 
 
@@ -404,10 +401,5 @@ class Subscriber:
         key = keys.key_for_factory_events(factory_id)
         reply = await self.client.xread({key: after_id}, count=EVENTS_PER_READ, block=block_ms)
         entries = reply[0][1] if reply else []
-        return [
-            Event(
-                entry_id.decode(), int(fields[b"version"]), int(fields[b"first"]), int(fields[b"last"]),
-                int(fields[b"points"]),
-            )
-            for entry_id, fields in entries
-        ]
+        names = (b"version", b"first", b"last", b"points")
+        return [Event(entry_id.decode(), *(int(fields[name]) for name in names)) for entry_id, fields in entries]

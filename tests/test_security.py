@@ -128,4 +128,4 @@ async def test_the_rate_limit_counts_each_key_on_its_own(redis_client: Client) -
                 for _ in range(3)
             ]
             assert statuses == expected
-    assert len((await redis_client.keys("sc:{sprockets}:[0-9]*"))) == 4
+    assert len(await redis_client.keys("sc:{sprockets}:[0-9]*")) == 4

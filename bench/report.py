@@ -1,0 +1,226 @@
+"""BENCHMARKS.md and bench/results.png from the figures run.py measured, each figure next to its target."""
+
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from wrk import WrkResult
+
+PACKAGES = ("starlette", "uvicorn", "uvloop", "httptools", "redis", "hiredis", "orjson", "pydantic", "httpx")
+ANALYSIS = re.compile(r"<!-- analysis -->.*?<!-- /analysis -->", re.DOTALL)
+NO_ANALYSIS = "<!-- analysis -->\n(Hand-written notes go here; run.py keeps this block as it is.)\n<!-- /analysis -->"
+REQ_S_RATIO, P99_RATIO = 0.9, 1.2
+# WrkResult field, its label in the table, its unit.
+MEASURES = [
+    ("requests_s", "req/s", "req/s"),
+    ("p50_ms", "p50 ms", "ms"),
+    ("p99_ms", "p99 ms", "ms"),
+    ("server_cpu_us", "server CPU µs/req", "µs"),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """One endpoint under wrk: the API against the baseline, medians over the rounds."""
+
+    name: str
+    api: list[WrkResult]
+    baseline: list[WrkResult]
+    p99_has_target: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """`value` is good when at least (`at_least`) or at most `limit`."""
+
+    limit: float
+    at_least: bool
+    text: str
+    # False for a strict bound ("< 50"): the limit itself misses.
+    inclusive: bool = True
+
+    def verdict(self, value: float | None) -> str:
+        if value is None:
+            return "not measured"
+        if value == self.limit and self.inclusive or (value > self.limit if self.at_least else value < self.limit):
+            return "met"
+        miss = abs(value - self.limit) / self.limit
+        return f"**not met**, {miss:.0%} {'short' if self.at_least else 'over'}"
+
+
+def median(results: list[WrkResult], field: str) -> float:
+    return float(statistics.median(getattr(result, field) for result in results))
+
+
+def _number(value: float, unit: str) -> str:
+    if unit in ("req/s", "points/s"):
+        return f"{value:,.0f}"
+    return f"{value:,.1f}" if unit in ("µs", "bytes") else f"{value:,.2f}"
+
+
+def comparison_rows(comparison: Comparison) -> list[list[str]]:
+    rows = []
+    for field, label, unit in MEASURES:
+        api, base = median(comparison.api, field), median(comparison.baseline, field)
+        target = None
+        if field == "requests_s":
+            target = Target(REQ_S_RATIO, True, f">= {REQ_S_RATIO}x baseline")
+        elif field == "p99_ms" and comparison.p99_has_target:
+            target = Target(P99_RATIO, False, f"<= {P99_RATIO}x baseline")
+        ratio = api / base
+        rows.append(
+            [
+                f"{comparison.name}: {label}",
+                _number(api, unit),
+                _number(base, unit),
+                f"{ratio:.2f}x",
+                target.text if target else "",
+                target.verdict(ratio) if target else "",
+            ]
+        )
+    return rows
+
+
+def figure_row(name: str, value: float | None, unit: str, target: Target) -> list[str]:
+    shown = "not measured" if value is None else _number(value, unit)
+    return [name, shown, "", "", target.text, target.verdict(value)]
+
+
+def table(rows: list[list[str]]) -> str:
+    header = ["measurement", "API", "baseline", "API / baseline", "target", "verdict"]
+    lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|---:|---|---|"]
+    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
+
+
+def rounds_table(comparisons: list[Comparison]) -> str:
+    """Every wrk run, so the spread behind each median is on the page."""
+    lines = [
+        "| endpoint | app | req/s per round | p99 ms per round | cores other processes took, per round |",
+        "|---|---|---|---|---|",
+    ]
+    for comparison in comparisons:
+        for app, results in (("API", comparison.api), ("baseline", comparison.baseline)):
+            rates = ", ".join(f"{r.requests_s:,.0f}" for r in results)
+            p99s = ", ".join(f"{r.p99_ms:.2f}" for r in results)
+            others = ", ".join(f"{r.other_cores:.2f}" for r in results)
+            lines.append(f"| {comparison.name} | {app} | {rates} | {p99s} | {others} |")
+    return "\n".join(lines)
+
+
+def plot(comparisons: list[Comparison], path: Path) -> None:
+    """Bars of API/baseline req/s and p99 per endpoint, with the 0.9 and 1.2 target lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [c.name for c in comparisons]
+    rate = [median(c.api, "requests_s") / median(c.baseline, "requests_s") for c in comparisons]
+    tail = [median(c.api, "p99_ms") / median(c.baseline, "p99_ms") for c in comparisons]
+    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=110)
+    width = 0.36
+    positions = range(len(names))
+    bars_rate = axes.bar([x - width / 2 for x in positions], rate, width, label="req/s, API / baseline")
+    bars_tail = axes.bar([x + width / 2 for x in positions], tail, width, label="p99 latency, API / baseline")
+    axes.bar_label(bars_rate, fmt="%.2f")
+    labels = [
+        f"{v:.2f}" + ("" if c.p99_has_target else "\n(no target)") for v, c in zip(tail, comparisons, strict=True)
+    ]
+    axes.bar_label(bars_tail, labels=labels)
+    for bar, comparison in zip(bars_tail, comparisons, strict=True):
+        if not comparison.p99_has_target:
+            bar.set_hatch("//")
+            bar.set_alpha(0.6)
+    axes.axhline(REQ_S_RATIO, color="tab:blue", linestyle="--", linewidth=1, label=f"req/s target >= {REQ_S_RATIO}")
+    axes.axhline(P99_RATIO, color="tab:orange", linestyle="--", linewidth=1, label=f"p99 target <= {P99_RATIO}")
+    axes.axhline(1.0, color="grey", linewidth=0.6)
+    axes.set_xticks(list(positions), names)
+    axes.set_ylabel("ratio (1.0 = as good as the baseline)")
+    axes.set_ylim(0, max([*rate, *tail, P99_RATIO]) * 1.25)
+    axes.set_title("sprockets-cache API against a minimal Starlette + Redis baseline (medians)")
+    axes.legend(loc="upper left", fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) / 1024**2
+    return 0.0
+
+
+def _wrk_version() -> str:
+    done = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    match = re.search(r"wrk (\S+)", done.stdout + done.stderr)
+    return match[1] if match else "unknown"
+
+
+def _versions(redis_version: str) -> str:
+    found = []
+    for name in PACKAGES:
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    tools = f"Python {platform.python_version()}, redis-server {redis_version}, wrk {_wrk_version()}"
+    return f"{tools}; {', '.join(found)}"
+
+
+def busy_fraction(sample_s: float = 2.0) -> float:
+    """How busy the CPUs are (all processes, from /proc/stat) over `sample_s` seconds."""
+
+    def times() -> tuple[int, int]:
+        fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    busy_before, total_before = times()
+    time.sleep(sample_s)
+    busy_after, total_after = times()
+    return (busy_after - busy_before) / max(1, total_after - total_before)
+
+
+def machine(redis_version: str, run_s: float, busy_before: float) -> str:
+    return "\n".join(
+        [
+            f"- CPU: {_cpu_model()}, {os.cpu_count()} cores (`nproc`); memory {_memory_gib():.1f} GiB",
+            f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; bench/run.py took {run_s / 60:.1f} min",
+            f"- Load from other processes: the CPUs were {busy_before:.0%} busy just before the run; "
+            f"load average at the end {os.getloadavg()[0]:.2f}",
+            f"- Versions: {_versions(redis_version)}",
+        ]
+    )
+
+
+def write(path: Path, sections: dict[str, str], storage_results: Path) -> None:
+    """BENCHMARKS.md: the given sections, the storage comparison if present, and the kept analysis."""
+    old = path.read_text() if path.exists() else ""
+    analysis = ANALYSIS.search(old)
+    storage = (
+        # One heading level down, so its sections nest under ours.
+        re.sub(r"^(#{1,5}) ", r"#\1 ", storage_results.read_text().strip(), flags=re.MULTILINE)
+        if storage_results.exists()
+        else f"`{storage_results.name}` is not there yet: `python bench/storage.py --redis-url URL` measures the"
+        " alternatives (sorted set, stream, hash buckets, packed buckets) on a Redis of your own."
+    )
+    parts = ["# Benchmarks", "Written by `make bench` (bench/run.py) on every run; edit only the Analysis section."]
+    parts += [f"## {title}\n\n{body}" for title, body in sections.items()]
+    parts.append(f"## Storage layout\n\nFrom `bench/{storage_results.name}`:\n\n{storage}")
+    parts.append(f"## Analysis\n\n{analysis[0] if analysis else NO_ANALYSIS}")
+    path.write_text("\n\n".join(parts) + "\n")

@@ -1,0 +1,285 @@
+"""`make bench`: the API against a minimal Starlette + Redis baseline, then point ingestion, memory per
+point, range reads, the factory listing and the seed command. Writes BENCHMARKS.md and bench/results.png.
+
+Everything runs on this machine: its own redis-server (AOF, appendfsync everysec) in a temp dir, the
+API and the baseline (bench/baseline.py) as one uvicorn worker each, and wrk as the load generator.
+"""
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+# sprockets_cache from this checkout, also when the project is not installed into this python.
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import redis  # noqa: E402
+import report  # noqa: E402
+import servers  # noqa: E402
+import workloads  # noqa: E402
+import wrk  # noqa: E402
+
+from sprockets_cache.embedded import EmbeddedRedis  # noqa: E402
+
+POST_SCRIPT = BENCH / "post_sprocket.lua"
+SPROCKETS = 100
+WARMUP_S = 2
+RANGE_POINTS = 1000
+# Above this share of CPU time used by other processes before the run, the report says so.
+BUSY_WARNING = 0.10
+# Targets from the benchmark issue, besides the API/baseline ratios in report.py.
+INGEST_TARGET = report.Target(250_000, True, ">= 250,000")
+MEMORY_TARGET = report.Target(32, False, "<= 32")
+RANGE_TARGET = report.Target(1_500, True, ">= 1,500")
+LISTING_TARGET = report.Target(50, False, "< 50", inclusive=False)
+SEED_TARGET = report.Target(10, False, "< 10", inclusive=False)
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="A/B rounds per endpoint (medians are reported)")
+    parser.add_argument("--duration-s", type=float, default=8, help="seconds per wrk run")
+    parser.add_argument("--points", type=int, default=1_000_000, help="points ingested, and in the seed file")
+    parser.add_argument("--batch", type=int, default=10_000, help="points per chart_data write")
+    parser.add_argument("--in-flight", type=int, default=3, help="chart_data writes in flight")
+    parser.add_argument("--factories", type=int, default=100, help="factories in the listing")
+    parser.add_argument("--factory-points", type=int, default=1_000, help="points per listed factory")
+    parser.add_argument("--listing-requests", type=int, default=50)
+    parser.add_argument("--quiet-wait-s", type=float, default=30, help="wait this long at most for idle cores")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--plot", type=Path, default=BENCH / "results.png")
+    return parser.parse_args()
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)  # noqa: T201
+
+
+def _wrk(server: servers.Server, path: str, duration_s: float, script: Path | None = None) -> wrk.WrkResult:
+    """One wrk run, with the server's CPU time per request (a fair figure even when the 2 cores are busy)
+    and the cores that processes other than the server, its Redis, wrk and this script took meanwhile."""
+    pids = {"server": server.process.pid} | ({"Redis": server.redis_pid} if server.redis_pid else {})
+    meter = servers.CpuMeter(pids)
+    before = server.cpu_s()
+    result = wrk.run(server.url + path, duration_s, script)
+    cpu_us = (server.cpu_s() - before) / result.requests * 1e6
+    return dataclasses.replace(result, server_cpu_us=cpu_us, other_cores=meter.cores()["other processes"])
+
+
+def _check_same_answers(api: servers.Server, base: servers.Server, endpoints: list[tuple[str, ...]]) -> None:
+    """The two apps must return the same data for the GETs, or the comparison is not like for like."""
+    for name, api_path, base_path, _ in endpoints[:2]:
+        ours, theirs = httpx.get(api.url + api_path).json(), httpx.get(base.url + base_path).json()
+        same = ours.keys() == theirs.keys() and ours.get("chart_data") == theirs.get("chart_data")
+        if not same:
+            raise RuntimeError(f"{name}: the API and the baseline answer differently:\n{ours}\n{theirs}")
+
+
+def compare(
+    api: servers.Server, base: servers.Server, ids: dict[str, int], args: argparse.Namespace
+) -> list[report.Comparison]:
+    """Alternating runs (API, baseline, API, baseline, ...) of each endpoint, after a warm-up of each."""
+    endpoints = [  # name, API path, baseline path, wrk script
+        ("GET sprocket", f"/api/v1/sprockets/{ids['sprocket']}", "/sprockets/1", None),
+        ("GET factory (20 points)", f"/api/v1/factories/{ids['small_factory']}", "/factories/1", None),
+        ("POST sprocket", "/api/v1/sprockets", "/sprockets", POST_SCRIPT),
+    ]
+    _check_same_answers(api, base, endpoints)
+    for _, api_path, base_path, script in endpoints:
+        _wrk(api, api_path, WARMUP_S, script)
+        _wrk(base, base_path, WARMUP_S, script)
+    runs: dict[str, tuple[list[wrk.WrkResult], list[wrk.WrkResult]]] = {e[0]: ([], []) for e in endpoints}
+    for round_number in range(1, args.rounds + 1):
+        for name, api_path, base_path, script in endpoints:
+            ours, theirs = _wrk(api, api_path, args.duration_s, script), _wrk(base, base_path, args.duration_s, script)
+            runs[name][0].append(ours)
+            runs[name][1].append(theirs)
+            _say(
+                f"round {round_number} {name}: API {ours.requests_s:,.0f} req/s p99 {ours.p99_ms:.2f} ms, "
+                f"baseline {theirs.requests_s:,.0f} req/s p99 {theirs.p99_ms:.2f} ms"
+            )
+    return [report.Comparison(name, *runs[name], p99_has_target=name.startswith("GET")) for name, *_ in endpoints]
+
+
+def measure_points(api: servers.Server, redis_url: str, args: argparse.Namespace) -> dict[str, float]:
+    """Ingestion, memory per point and range reads on one factory of `args.points` points."""
+    factory_id = workloads.create_factory(api.url, f"{args.points:,} points")
+    before = workloads.used_memory(redis_url)
+    points_s = workloads.ingest(api.url, factory_id, args.points, args.batch, args.in_flight)
+    grown = workloads.used_memory(redis_url) - before
+    if workloads.count_points(api.url, factory_id) != args.points:
+        raise RuntimeError(f"factory {factory_id} does not hold the {args.points} points written")
+    _say(f"ingestion: {points_s:,.0f} points/s; used_memory grew {grown / args.points:.1f} bytes/point")
+    first = max(0, args.points // 2 - RANGE_POINTS // 2)
+    low, high = workloads.time_of(first), workloads.time_of(first + RANGE_POINTS - 1)
+    if workloads.count_points(api.url, factory_id, low, high) != RANGE_POINTS:
+        raise RuntimeError(f"from={low}&to={high} does not select {RANGE_POINTS} points")
+    ranged = _wrk(api, f"/api/v1/factories/{factory_id}?from={low}&to={high}", args.duration_s)
+    _say(f"range read: {ranged.requests_s:,.0f} req/s, p99 {ranged.p99_ms:.2f} ms")
+    return {
+        "points_s": points_s,
+        "bytes_per_point": grown / args.points,
+        "key_bytes_per_point": workloads.factory_key_bytes(redis_url, factory_id) / args.points,
+        "range_req_s": ranged.requests_s,
+        "range_p99_ms": ranged.p99_ms,
+    }
+
+
+def measure_listing(api: servers.Server, args: argparse.Namespace) -> list[float]:
+    """GET /factories?limit=N, one request after another; the first N factories are the listed ones."""
+    url = f"{api.url}/api/v1/factories?limit={args.factories}"
+    listed = httpx.get(url, timeout=60).json()["factories"]
+    if [len(f["chart_data"]["time"]) for f in listed] != [args.factory_points] * args.factories:
+        raise RuntimeError(f"{url} does not list {args.factories} factories of {args.factory_points} points")
+    samples = workloads.sequential_latency_ms(url, args.listing_requests)
+    _say(f"listing: median {statistics.median(samples):.1f} ms, p99 {workloads.p99(samples):.1f} ms")
+    return samples
+
+
+def _wait_for_quiet(wait_s: float) -> float:
+    """Wait up to `wait_s` for other processes (a test run, say) to leave the cores idle; how busy they were."""
+    deadline = time.monotonic() + wait_s
+    busy = report.busy_fraction()
+    while busy > BUSY_WARNING and time.monotonic() < deadline:
+        _say(f"the CPUs are {busy:.0%} busy with other work; waiting for them to calm down")
+        busy = report.busy_fraction(5.0)
+    _say(f"the CPUs were {busy:.0%} busy just before the run")
+    if busy > BUSY_WARNING:
+        _say(f"warning: other processes keep the CPUs {busy:.0%} busy; the figures will be lower")
+    return busy
+
+
+def _cores_text(cores: dict[str, float]) -> str:
+    return ", ".join(f"{name} {used:.2f}" for name, used in cores.items())
+
+
+def _log_lines(path: Path) -> int:
+    """The API's access log lines (JSON, logger sprockets_cache.access) in its log file."""
+    with path.open("rb") as log:
+        return sum(1 for line in log if b'"logger":"sprockets_cache.access"' in line)
+
+
+def _slow_fsyncs(redis_server: EmbeddedRedis) -> int:
+    return redis_server.log_path.read_text(errors="replace").count("Asynchronous AOF fsync is taking too long")
+
+
+def method(args: argparse.Namespace, log_lines: int, slow_fsyncs: int, seed_how: str) -> str:
+    return (
+        f"One redis-server (AOF on, `appendfsync everysec`) in a temp dir; the API and the baseline "
+        f"(`bench/baseline.py`: Starlette, redis.asyncio with hiredis, orjson, one Redis round trip per "
+        f"request and nothing else) each run as one uvicorn worker with uvloop and httptools. The API runs "
+        f"with everything on: validation, ETags, problem+json, metrics, and the JSON request log on stderr, "
+        f"sent to a file as a deployment would ship it ({log_lines:,} access log lines this run"
+        f"{'' if log_lines else ': **the API did not log its requests**'}; uvicorn also gets a `--log-config` "
+        f"that sends every INFO record to stderr as JSON, as `python -m sprockets_cache serve` sets logging up, "
+        f"since `uvicorn sprockets_cache.app:app` alone leaves the root logger at WARNING). Both apps serve the same "
+        f"data (checked before the runs). After a {WARMUP_S} s warm-up of each, wrk (`-t1 -c64 "
+        f"-d{args.duration_s:g}s --latency`, a Lua script for the POST body) alternates API and baseline "
+        f"runs, {args.rounds} rounds per endpoint; the table gives the medians, and any non-2xx answer or "
+        f"socket error stops the benchmark. Server CPU µs/req is the uvicorn process's user + system CPU "
+        f"time over the requests of a run. Ingestion writes {args.points:,} points (60 s apart) into one "
+        f"factory in {args.batch:,}-point POSTs of pre-encoded bodies, {args.in_flight} in flight from one "
+        f"httpx client; memory is the growth of `used_memory` over those points (and, as a check, MEMORY "
+        f"USAGE of the factory's keys). The range read selects {RANGE_POINTS:,} points from that factory. "
+        f"The listing is {args.listing_requests} sequential GETs of {args.factories} factories of "
+        f"{args.factory_points:,} points each. Seeding: {seed_how}. "
+        f"**The machine has {os.cpu_count()} cores and the load generators (wrk, the Python "
+        f"clients) run on them next to uvicorn and Redis**, so absolute figures are lower than with the "
+        f"load on another host; the API/baseline ratios, measured under the same contention, are the "
+        f"steadier figures. Redis logged {slow_fsyncs} slow AOF fsyncs."
+    )
+
+
+def _figure_rows(
+    args: argparse.Namespace, figures: dict[str, float], listing: list[float], seed_s: float | None
+) -> list[list[str]]:
+    """The table's rows for the figures that have no baseline."""
+    return [
+        report.figure_row(
+            f"Ingestion, {args.batch:,}-point batches, {args.in_flight} in flight: points/s",
+            figures["points_s"],
+            "points/s",
+            INGEST_TARGET,
+        ),
+        report.figure_row(
+            f"Memory at {args.points:,} points: used_memory growth, bytes/point "
+            f"(MEMORY USAGE of the factory's keys: {figures['key_bytes_per_point']:.1f})",
+            figures["bytes_per_point"],
+            "bytes",
+            MEMORY_TARGET,
+        ),
+        report.figure_row(
+            f"Range read, {RANGE_POINTS:,} of {args.points:,} points: req/s (p99 {figures['range_p99_ms']:.1f} ms)",
+            figures["range_req_s"],
+            "req/s",
+            RANGE_TARGET,
+        ),
+        report.figure_row(
+            f"All factories ({args.factories} x {args.factory_points:,} points): median ms",
+            statistics.median(listing),
+            "ms",
+            LISTING_TARGET,
+        ),
+        report.figure_row("All factories: p99 ms", workloads.p99(listing), "ms", LISTING_TARGET),
+        report.figure_row(f"Seeding {args.points:,} points: s", seed_s, "s", SEED_TARGET),
+    ]
+
+
+def main() -> None:
+    args = _arguments()
+    started = time.perf_counter()
+    busy_before = _wait_for_quiet(args.quiet_wait_s)
+    with tempfile.TemporaryDirectory(prefix="sprockets-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        with EmbeddedRedis(tmp / "redis", port=0, appendfsync="everysec") as redis_server:
+            redis_url = redis_server.url
+            with (
+                servers.serve_api(redis_url, tmp, redis_server.pid) as api,
+                servers.serve_baseline(redis_url, tmp, redis_server.pid) as base,
+            ):
+                ids = workloads.prepare_api(api.url, args.factories, args.factory_points, SPROCKETS)
+                workloads.prepare_baseline(redis_url, SPROCKETS)
+                meter = servers.CpuMeter(
+                    {"API": api.process.pid, "baseline": base.process.pid, "Redis": redis_server.pid}
+                )
+                comparisons = compare(api, base, ids, args)
+                cores = meter.cores()
+                _say("cores used during the A/B runs: " + _cores_text(cores))
+                figures = measure_points(api, redis_url, args)
+                listing = measure_listing(api, args)
+                log_lines = _log_lines(api.log_path)
+                if not log_lines:
+                    _say(f"warning: no access log lines in {api.log_path}: the API ran without its request log")
+                seed_s, seed_how = workloads.seed(redis_url, api.url, tmp / "seed.json", args.points)
+                _say(f"seeding: {'not measured' if seed_s is None else f'{seed_s:.1f} s'} ({seed_how})")
+            with redis.Redis.from_url(redis_url) as client:
+                redis_version = client.info("server")["redis_version"]
+            slow_fsyncs = _slow_fsyncs(redis_server)
+
+    rows = [row for comparison in comparisons for row in report.comparison_rows(comparison)]
+    table = report.table(rows + _figure_rows(args, figures, listing, seed_s))
+    report.plot(comparisons, args.plot)
+    run_s = time.perf_counter() - started
+    plot_link = f"![API / baseline ratios]({os.path.relpath(args.plot, args.output.parent)})"
+    sections = {
+        "Machine": report.machine(redis_version, run_s, busy_before),
+        "Method": method(args, log_lines, slow_fsyncs, seed_how),
+        "Results": (
+            f"{table}\n\n{plot_link}\n\nEvery wrk run behind the medians:\n\n{report.rounds_table(comparisons)}\n\n"
+            f"Cores in use on average during the A/B runs (of {os.cpu_count()}; API and baseline each ran half "
+            f"the time): {_cores_text(cores)}."
+        ),
+    }
+    report.write(args.output, sections, BENCH / "storage-results.md")
+    _say(f"\n{table}\n\nwrote {args.output} and {args.plot} in {run_s / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""The processes under test: the API and the baseline, each one uvicorn worker on a port of its own."""
+
+import contextlib
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+# `uvicorn sprockets_cache.app:app` configures only uvicorn's own loggers, so the app's per-request
+# JSON log line (observability.RequestObserver) is dropped unless the root logger takes INFO records.
+# This is the config a deployment would pass with --log-config: every record as one JSON line on stderr.
+LOG_CONFIG = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "sprockets_cache.observability.JSONFormatter"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+    "root": {"level": "INFO", "handlers": ["stderr"]},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (fields 14 and 15 of /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds all processes have used, over all cores (from /proc/stat; idle and iowait left out)."""
+    ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / _CLOCK_TICKS
+
+
+def _children_s() -> float:
+    """CPU seconds of this process's children that have ended: the wrk runs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuMeter:
+    """Who used the cores over a stretch of the run: the servers, wrk, this script, and everyone else."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = self._sample()
+
+    def _sample(self) -> dict[str, float]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        sample = {name: cpu_s(pid) for name, pid in self.pids.items()}
+        sample |= {"wrk": _children_s(), "this script": usage.ru_utime + usage.ru_stime}
+        return sample | {"machine": _machine_busy_s(), "wall": time.monotonic()}
+
+    def cores(self) -> dict[str, float]:
+        """Average cores used since the meter started, by each, and by other processes."""
+        end = self._sample()
+        elapsed_s = end["wall"] - self.start["wall"]
+        used = {name: (end[name] - self.start[name]) / elapsed_s for name in end if name != "wall"}
+        machine = used.pop("machine")
+        return used | {"other processes": max(0.0, machine - sum(used.values()))}
+
+
+def _uvicorn(app: str, port: int, extra: Sequence[str]) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", app,
+        "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+        "--host", HOST, "--port", str(port), *extra,
+    ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def serve(
+    app: str, redis_url: str, log_path: Path, extra: Sequence[str] = (), redis_pid: int | None = None
+) -> Iterator["Server"]:
+    """Run `app` under uvicorn until the block ends; its stdout and stderr go to `log_path`.
+    `redis_pid`, when given, lets CPU meters tell that Redis's time apart from other processes'."""
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            _uvicorn(app, port, extra), cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+        )
+    try:
+        server = Server(process, f"http://{HOST}:{port}", log_path, redis_pid)
+        server.wait_until_answering()
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def serve_api(redis_url: str, tmp: Path, redis_pid: int | None = None) -> contextlib.AbstractContextManager["Server"]:
+    """The API as production runs it: validation, ETags, problem+json, metrics and the JSON request log."""
+    config = tmp / "log-config.json"
+    config.write_text(json.dumps(LOG_CONFIG))
+    extra = ["--log-config", str(config)]
+    return serve("sprockets_cache.app:app", redis_url, tmp / "api.log", extra, redis_pid)
+
+
+def serve_baseline(
+    redis_url: str, tmp: Path, redis_pid: int | None = None
+) -> contextlib.AbstractContextManager["Server"]:
+    extra = ["--app-dir", str(ROOT / "bench")]
+    return serve("baseline:app", redis_url, tmp / "baseline.log", extra, redis_pid)
+
+
+class Server:
+    def __init__(
+        self, process: subprocess.Popen[bytes], url: str, log_path: Path, redis_pid: int | None = None
+    ) -> None:
+        self.process, self.url, self.log_path, self.redis_pid = process, url, log_path, redis_pid
+
+    def wait_until_answering(self) -> None:
+        """Any HTTP answer will do (the baseline has no health route): it means the lifespan has run."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.url} exited with {self.process.returncode}; see {self.log_path}")
+            with contextlib.suppress(httpx.TransportError):
+                httpx.get(f"{self.url}/health", timeout=1.0)
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.url} did not answer within {START_TIMEOUT_S:.0f} s; see {self.log_path}")
+
+    def cpu_s(self) -> float:
+        return cpu_s(self.process.pid)

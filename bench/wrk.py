@@ -1,0 +1,59 @@
+"""Run wrk and read its report; any non-2xx answer or socket error fails the whole benchmark."""
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+THREADS = 1
+CONNECTIONS = 64
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+_DURATION = r"([\d.]+)(us|ms|s|m)\b"
+
+
+class WrkError(RuntimeError):
+    """wrk failed, or saw answers other than 2xx/3xx, or socket errors: the figures would lie."""
+
+
+@dataclass(frozen=True, slots=True)
+class WrkResult:
+    requests_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    # Filled in by the caller, which knows the pids: the server process's CPU time per request (µs),
+    # and the cores other processes on the machine used during the run.
+    server_cpu_us: float = 0.0
+    other_cores: float = 0.0
+
+
+def _ms(text: str, label: str) -> float:
+    match = re.search(rf"^\s*{label}\s+{_DURATION}", text, re.MULTILINE)
+    if not match:
+        raise WrkError(f"no {label!r} latency in wrk's output:\n{text}")
+    return float(match[1]) * _UNITS_MS[match[2]]
+
+
+def parse(text: str) -> WrkResult:
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if non_2xx:
+        raise WrkError(f"{non_2xx[1]} non-2xx/3xx responses:\n{text}")
+    socket_errors = re.search(r"Socket errors: .*", text)
+    if socket_errors:
+        raise WrkError(f"{socket_errors[0]}:\n{text}")
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    total = re.search(r"(\d+) requests in", text)
+    if not rate or not total:
+        raise WrkError(f"cannot read wrk's output:\n{text}")
+    return WrkResult(float(rate[1]), _ms(text, "50%"), _ms(text, "99%"), int(total[1]))
+
+
+def run(url: str, duration_s: float, script: Path | None = None) -> WrkResult:
+    """`wrk -t1 -c64 -dNs --latency URL`; the script (a .lua file) sets the method and body."""
+    command = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{duration_s:g}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
+    done = subprocess.run([*command, url], capture_output=True, text=True, timeout=duration_s + 60)
+    if done.returncode != 0:
+        raise WrkError(f"{' '.join(command)} {url} exited with {done.returncode}:\n{done.stdout}{done.stderr}")
+    return parse(done.stdout)

@@ -1,0 +1,87 @@
+"""GET /api/v1/factories/{id}/events: Server-Sent Events of a factory's new points.
+
+Each points write adds an entry to the factory's capped stream (factory_write.lua); a subscriber
+reads the stream with XREAD BLOCK on a connection of its own, from the subscribers' pool, so
+long-lived subscribers never take the connections that requests need.
+"""
+
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator
+
+import anyio
+import orjson
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sprockets_cache.errors import TooManyPoints
+from sprockets_cache.problems import Problem
+from sprockets_cache.store import UNAVAILABLE_ERRORS, Event, Store, Subscriber
+from sprockets_cache.web import path_id, settings, store
+
+log = logging.getLogger(__name__)
+
+# A comment line this often keeps proxies from closing an idle stream.
+PING_S = 15
+# How long a browser waits before it reconnects to a stream that ended, in ms.
+RETRY_MS = 2000
+_EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+
+
+def _position(event_id: str) -> tuple[int, int]:
+    milliseconds, sequence = event_id.split("-")
+    return int(milliseconds), int(sequence)
+
+
+def _resume_after(request: Request, newest: str) -> str:
+    """Where to start: after `Last-Event-ID` when the client sends one (never past the newest
+    event, say after Redis was replaced), else after the newest event: only writes from now on."""
+    last_seen = request.headers.get("last-event-id", "").strip()
+    if not last_seen:
+        return newest
+    if not _EVENT_ID.fullmatch(last_seen):
+        raise Problem(400, "Last-Event-ID must be the id of an event this stream sent (digits-digits).")
+    return min(last_seen, newest, key=_position)
+
+
+async def factory_events(request: Request) -> Response:
+    factory_id = path_id(request, "factory_id")
+    newest = await store(request).newest_event_id(factory_id)
+    after = _resume_after(request, newest)
+    # Held from here, before the 200, so a full pool answers 503; let go when the stream ends.
+    hold = contextlib.AsyncExitStack()
+    subscriber = await hold.enter_async_context(store(request).subscribe())
+    stream = _stream(store(request), subscriber, factory_id, after, settings(request).max_response_points, hold)
+    # The background task lets go too when the stream never starts (HEAD).
+    return EventSourceResponse(stream, ping=PING_S, background=BackgroundTask(hold.aclose))
+
+
+async def _stream(
+    store: Store, subscriber: Subscriber, factory_id: int, after: str, most: int, hold: contextlib.AsyncExitStack
+) -> AsyncIterator[ServerSentEvent]:
+    try:
+        yield ServerSentEvent(comment="subscribed", retry=RETRY_MS)
+        while True:
+            for event in await subscriber.read_events(factory_id, after):
+                yield ServerSentEvent(await _data(store, factory_id, event, most), id=event.id, event="points")
+                after = event.id
+    except UNAVAILABLE_ERRORS as error:
+        # The stream ends; the client reconnects with Last-Event-ID and loses nothing.
+        log.warning("event stream of factory %s ended: %s", factory_id, error)
+    finally:
+        # Shielded: on a client disconnect this runs inside a cancelled scope, and must still finish.
+        with anyio.CancelScope(shield=True):
+            await hold.aclose()
+
+
+async def _data(store: Store, factory_id: int, event: Event, most: int) -> str:
+    """The points now stored in the span of the write; chart_data null when there are too many to send."""
+    try:
+        factory = await store.get_factory(factory_id, event.first, event.last, most)
+        chart_data = factory.as_json()["chart_data"]
+    except TooManyPoints:
+        chart_data = None
+    return orjson.dumps({"version": event.version, "chart_data": chart_data}).decode()

@@ -1,0 +1,94 @@
+"""`make contract`: schemathesis against the app served by uvicorn on a redis-server of its own.
+
+Starts redis-server in a temp dir and uvicorn on free ports, runs `schemathesis run` on /openapi.json
+with its default checks and every phase (stateful included), then stops both. Arguments after the
+script's name go to schemathesis (say `--seed 1` to replay a run); the exit status is schemathesis's.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from sprockets_cache.embedded import EmbeddedRedis
+
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 30.0
+# Enough to find the usual mistakes in about a minute; CI and people run the same bound.
+MAX_EXAMPLES = 100
+BIN = Path(sys.executable).parent
+HOOKS = Path(__file__).with_name("contract_hooks.py")
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _wait_until_ready(url: str, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"uvicorn exited with status {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/ready", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url}/ready did not answer 200 within {START_TIMEOUT_S:.0f} s")
+
+
+def _schemathesis(url: str, extra: list[str]) -> int:
+    command = [
+        str(BIN / "schemathesis"),
+        f"--config-file={CONFIG}",
+        "run",
+        f"{url}/openapi.json",
+        "--phases=examples,coverage,fuzzing,stateful",
+        f"--max-examples={MAX_EXAMPLES}",
+        # One worker: CPython 3.11.7's ast.parse, which Hypothesis calls, is not safe across threads.
+        "--workers=1",
+        "--request-timeout=5",
+        *extra,
+    ]
+    return subprocess.run(command, env={**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)}, check=False).returncode
+
+
+def main(extra: list[str]) -> int:
+    with tempfile.TemporaryDirectory(prefix="contract-") as data_dir, EmbeddedRedis(Path(data_dir)) as redis:
+        port = _free_port()
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "sprockets_cache.app:app",
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--no-access-log",
+            ],
+            env={**os.environ, "REDIS_URL": redis.url},
+        )
+        try:
+            url = f"http://{HOST}:{port}"
+            _wait_until_ready(url, server)
+            return _schemathesis(url, extra)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

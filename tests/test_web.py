@@ -1,0 +1,48 @@
+"""Request parsing that once answered 500 or the wrong thing (found by reading and by `make contract`)."""
+
+import httpx
+import pytest
+
+SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
+URL = "/api/v1/sprockets"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["limit=%C2%B2", "limit=%D9%A3", f"limit={'1' * 5000}", f"limit={'0' * 30}7"],
+    ids=["superscript-two", "arabic-three", "5000-digits", "leading-zeros"],
+)
+async def test_a_query_number_is_ascii_digits_or_422(api: httpx.AsyncClient, query: str) -> None:
+    response = await api.get(f"{URL}?{query}")
+    expected = 200 if query.startswith("limit=000") else 422
+    assert response.status_code == expected, response.text
+
+
+@pytest.mark.parametrize("tag", [b'"\xb2"', b'"' + b"1" * 5000 + b'"', b'""', b'W/"1"'])
+async def test_an_if_match_that_names_no_version_is_412(api: httpx.AsyncClient, tag: bytes) -> None:
+    assert (await api.post(URL, json=SPROCKET)).status_code == 201
+    response = await api.put(f"{URL}/1", json=SPROCKET, headers={"If-Match": tag})
+    assert response.status_code == 412, response.text
+
+
+async def test_if_none_match_on_a_write_never_hides_it_behind_a_304(api: httpx.AsyncClient) -> None:
+    assert (await api.post(URL, json=SPROCKET)).status_code == 201
+    response = await api.put(f"{URL}/1", json={**SPROCKET, "teeth": 9}, headers={"If-None-Match": "*"})
+    assert response.status_code == 200
+    assert response.json()["teeth"] == 9
+
+
+@pytest.mark.parametrize("cursor", ["", "0", "ff", "ffffffffffffffff"])
+async def test_every_cursor_of_the_documented_form_is_accepted(api: httpx.AsyncClient, cursor: str) -> None:
+    response = await api.get(URL, params={"cursor": cursor})
+    assert response.status_code == (400 if cursor == "" else 200)
+
+
+async def test_a_reused_idempotency_key_names_the_header_in_errors(api: httpx.AsyncClient) -> None:
+    headers = {"Idempotency-Key": "k"}
+    assert (await api.post(URL, json=SPROCKET, headers=headers)).status_code == 201
+    response = await api.post(URL, json={**SPROCKET, "teeth": 6}, headers=headers)
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"field": "header.Idempotency-Key", "message": "was already used with a different request body"}
+    ]

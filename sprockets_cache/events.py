@@ -29,11 +29,14 @@ PING_S = 15
 # How long a browser waits before it reconnects to a stream that ended, in ms.
 RETRY_MS = 2000
 _EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+# Each half of a stream id is an unsigned 64-bit number; Redis refuses a larger one.
+_MAX_HALF = 2**64 - 1
 
 
 def _position(event_id: str) -> tuple[int, int]:
+    """Past the largest half is the same place as at it: no id lies between the two."""
     milliseconds, sequence = event_id.split("-")
-    return int(milliseconds), int(sequence)
+    return min(int(milliseconds), _MAX_HALF), min(int(sequence), _MAX_HALF)
 
 
 def _resume_after(request: Request, newest: str) -> str:
@@ -44,7 +47,7 @@ def _resume_after(request: Request, newest: str) -> str:
         return newest
     if not _EVENT_ID.fullmatch(last_seen):
         raise Problem(400, "Last-Event-ID must be the id of an event this stream sent (digits-digits).")
-    return min(last_seen, newest, key=_position)
+    return "{}-{}".format(*min(_position(last_seen), _position(newest)))
 
 
 async def factory_events(request: Request) -> Response:

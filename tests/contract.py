@@ -1,8 +1,9 @@
 """`make contract`: schemathesis against the app served by uvicorn on a redis-server of its own.
 
 Starts redis-server in a temp dir and uvicorn on free ports, runs `schemathesis run` on /openapi.json
-with its default checks and every phase (stateful included), then stops both. Arguments after the
-script's name go to schemathesis (say `--seed 1` to replay a run); the exit status is schemathesis's.
+with its default checks and every phase (stateful included), then stops both. Fails when schemathesis
+does, and when the server logged an exception that no response showed (say, in a stream after its
+200). Arguments after the script's name go to schemathesis (say `--seed 1` to replay a run).
 """
 
 import os
@@ -14,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import IO
 
 from sprockets_cache.embedded import EmbeddedRedis
 
@@ -56,7 +58,7 @@ def _schemathesis(url: str, extra: list[str]) -> int:
         f"{url}/openapi.json",
         "--phases=examples,coverage,fuzzing,stateful",
         f"--max-examples={MAX_EXAMPLES}",
-        # One worker: CPython 3.11.7's ast.parse, which Hypothesis calls, is not safe across threads.
+        # One worker: Hypothesis calls ast.parse, which CPython 3.11.7 does not make safe across threads.
         "--workers=1",
         "--request-timeout=5",
         *extra,
@@ -64,30 +66,30 @@ def _schemathesis(url: str, extra: list[str]) -> int:
     return subprocess.run(command, env={**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)}, check=False).returncode
 
 
+def _serve_and_test(port: int, redis_url: str, log: IO[bytes], extra: list[str]) -> int:
+    command = [sys.executable, "-m", "uvicorn", "sprockets_cache.app:app", "--host", HOST, "--port", str(port)]
+    # No access logs: what the server prints is start-up, shutdown and errors.
+    env = {**os.environ, "REDIS_URL": redis_url, "ACCESS_LOG": "false"}
+    server = subprocess.Popen([*command, "--no-access-log"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://{HOST}:{port}"
+        _wait_until_ready(url, server)
+        return _schemathesis(url, extra)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 def main(extra: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="contract-") as data_dir, EmbeddedRedis(Path(data_dir)) as redis:
-        port = _free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "sprockets_cache.app:app",
-                "--host",
-                HOST,
-                "--port",
-                str(port),
-                "--no-access-log",
-            ],
-            env={**os.environ, "REDIS_URL": redis.url},
-        )
-        try:
-            url = f"http://{HOST}:{port}"
-            _wait_until_ready(url, server)
-            return _schemathesis(url, extra)
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+        server_log = Path(data_dir) / "server.log"
+        with server_log.open("wb") as log:
+            status = _serve_and_test(_free_port(), redis.url, log, extra)
+        printed = server_log.read_text(errors="replace")
+    if "Traceback" in printed:
+        sys.stderr.write(f"\nThe server logged an exception that no response showed:\n{printed}")
+        return status or 1
+    return status
 
 
 if __name__ == "__main__":

@@ -188,8 +188,8 @@ def test_the_range_picker_asks_for_the_window_it_names(server: str, browsing: Br
     summaries = [httpx.get(f"{server}/api/v1/factories/{n}/summary").json() for n in range(1, FACTORIES + 1)]
     newest = max(summary["last_time"] for summary in summaries)
     oldest = min(summary["first_time"] for summary in summaries)
-    # Presets end at the newest point, however old: the seeds are from January 2021.
-    assert _windows(browsing) == {(newest - 3599, newest)}
+    # Presets end at the newest point, however old: the seeds are from January 2021. Week is the default.
+    assert _windows(browsing) == {(newest - 7 * 86400 + 1, newest)}
 
     page.get_by_role("button", name="All").click()
     sync_api.expect(page.locator("#window")).to_contain_text("All data")

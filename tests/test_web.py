@@ -2,6 +2,9 @@
 
 import httpx
 import pytest
+from starlette.requests import Request
+
+from sprockets_cache import events
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
 URL = "/api/v1/sprockets"
@@ -46,3 +49,19 @@ async def test_a_reused_idempotency_key_names_the_header_in_errors(api: httpx.As
     assert response.json()["errors"] == [
         {"field": "header.Idempotency-Key", "message": "was already used with a different request body"}
     ]
+
+
+@pytest.mark.parametrize(
+    ("last_seen", "resume_after"),
+    [
+        ("3-1", "3-1"),
+        ("9-0", "5-0"),
+        ("0-20000000000000000000", "0-18446744073709551615"),
+        ("99999999999999999999-0", "5-0"),
+    ],
+    ids=["seen", "past-the-newest", "sequence-past-64-bits", "time-past-64-bits"],
+)
+def test_a_last_event_id_resumes_at_an_id_redis_can_read_after(last_seen: str, resume_after: str) -> None:
+    # Redis refuses a stream id half past 64 bits: the stream would break after its 200.
+    request = Request({"type": "http", "headers": [(b"last-event-id", last_seen.encode())]})
+    assert events._resume_after(request, "5-0") == resume_after

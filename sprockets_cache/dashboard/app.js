@@ -18,7 +18,7 @@
   const MAX_SPROCKETS = 5000;
 
   const state = {
-    range: "hour",
+    range: "week",
     custom: null, // {from, to} in unix seconds
     factories: new Map(), // id -> card
     window: null, // {from, to}

@@ -124,7 +124,7 @@ def plot(comparisons: list[Comparison], path: Path) -> None:
     names = [c.name for c in comparisons]
     rate = [median(c.api, "requests_s") / median(c.baseline, "requests_s") for c in comparisons]
     tail = [median(c.api, "p99_ms") / median(c.baseline, "p99_ms") for c in comparisons]
-    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=110)
+    figure, axes = plt.subplots(figsize=(8, 5), dpi=110)
     width = 0.36
     positions = range(len(names))
     bars_rate = axes.bar([x - width / 2 for x in positions], rate, width, label="req/s, API / baseline")
@@ -145,7 +145,8 @@ def plot(comparisons: list[Comparison], path: Path) -> None:
     axes.set_ylabel("ratio (1.0 = as good as the baseline)")
     axes.set_ylim(0, max([*rate, *tail, P99_RATIO]) * 1.25)
     axes.set_title("sprockets-cache API against a minimal Starlette + Redis baseline (medians)")
-    axes.legend(loc="upper left", fontsize="small")
+    # Below the axes, where it cannot hide a bar or its label.
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2, fontsize="small", frameon=False)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

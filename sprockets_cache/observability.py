@@ -99,13 +99,18 @@ class AccessLog:
         self._second = -1
         self._stamp = ""
 
-    def write(self, fields: dict[str, Any]) -> None:
+    def request(self, method: str, route: str, path: str, status: int, duration_s: float, request_id: str) -> None:
         now = time.time()
         second = int(now)
         if second != self._second:
             self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        line = {"time": f"{self._stamp}.{int(now % 1 * 1000):03d}Z", "level": "info", "logger": ACCESS_LOGGER}
-        self._buffer += orjson.dumps(line | fields, option=orjson.OPT_APPEND_NEWLINE)
+        # An f-string, not a dict through orjson: a third of the cost. Only the path needs escaping; the
+        # method and request id are checked, the route is ours.
+        self._buffer += (
+            f'{{"time":"{self._stamp}.{int(now % 1 * 1000):03d}Z","level":"info","logger":"{ACCESS_LOGGER}",'
+            f'"message":"request","method":"{method}","route":"{route}","path":{orjson.dumps(path).decode()},'
+            f'"status":{status},"duration_ms":{int(duration_s * 1e6) / 1000},"request_id":"{request_id}"}}\n'
+        ).encode()
         if len(self._buffer) >= self.BUFFER_BYTES:
             self.flush()
         elif not self._flush_scheduled:
@@ -126,12 +131,21 @@ def _write_stderr(data: bytes) -> None:
 
 
 class RequestObserver:
-    """Pure ASGI middleware: a request id, a metric sample and an access log line for every request."""
+    """Pure ASGI middleware: a request id, the security headers, a metric sample and an access log
+    line for every request."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: AccessLog | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        access_log: AccessLog | None,
+        add_headers: Callable[[list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]],
+    ) -> None:
+        """`add_headers` gives the headers to add to a response (the security headers), from its own."""
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        self.add_headers = add_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -145,7 +159,8 @@ class RequestObserver:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                headers = message.get("headers", [])
+                message["headers"] = [*headers, *self.add_headers(headers), (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
@@ -159,17 +174,7 @@ class RequestObserver:
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             self.metrics.observe(method, template, status, duration_s)
             if self.access_log is not None:
-                self.access_log.write(
-                    {
-                        "message": "request",
-                        "method": method,
-                        "route": template,
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": round(duration_s * 1000, 3),
-                        "request_id": request_id,
-                    }
-                )
+                self.access_log.request(method, template, scope["path"], status, duration_s, request_id)
 
 
 def _request_id(scope: Scope) -> str:

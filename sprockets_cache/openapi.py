@@ -122,7 +122,10 @@ def _problem(description: str, schema: str = "Problem", *headers: str) -> dict[s
 
 
 RESPONSES = {
-    "400": ("BadRequest", _problem("Malformed JSON, or a cursor or Idempotency-Key this API did not give.")),
+    "400": (
+        "BadRequest",
+        _problem("Malformed JSON, or a cursor, Idempotency-Key or Last-Event-ID this API does not take."),
+    ),
     "401": ("Unauthorized", _problem("A needed API key is missing or wrong.", "Problem", "WWW-Authenticate")),
     "404": ("NotFound", _problem("Nothing has this id.")),
     "405": ("MethodNotAllowed", _problem("Any method a path does not list.", "Problem", "Allow")),

@@ -31,12 +31,13 @@ IDEMPOTENCY_TTL_S = 24 * 3600
 IDEMPOTENCY_CLAIM_TTL_S = 60
 
 
+# The lifespan's state, straight from the scope: request.state would build a State object per request.
 def store(request: Request) -> Store:
-    return request.state.store  # type: ignore[no-any-return]
+    return request.scope["state"]["store"]  # type: ignore[no-any-return]
 
 
 def settings(request: Request) -> Settings:
-    return request.state.settings  # type: ignore[no-any-return]
+    return request.scope["state"]["settings"]  # type: ignore[no-any-return]
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -173,11 +174,14 @@ def not_modified(request: Request, version: int) -> bool:
 
 
 def versioned_response(request: Request, body: Any, version: int, status: int = 200) -> Response:
-    headers = {"ETag": etag(version), "Cache-Control": "no-cache"}
     # Only a read may answer 304: a write that has happened must say so.
     if status == 200 and request.method in ("GET", "HEAD") and not_modified(request, version):
-        return Response(status_code=304, headers=headers)
-    return json_response(body, status, headers)
+        response = Response(status_code=304)
+    else:
+        response = Response(orjson.dumps(body), status, media_type=JSON)
+    # Raw headers: Response(headers=...) would encode and check a dict we know to be well formed.
+    response.raw_headers += [(b"etag", etag(version).encode()), (b"cache-control", b"no-cache")]
+    return response
 
 
 async def idempotent(request: Request, scope: str, body: Any, create: Callable[[], Awaitable[Response]]) -> Response:

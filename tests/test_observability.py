@@ -63,8 +63,9 @@ async def test_each_request_logs_one_json_line_without_credentials(redis_client:
             headers = {"X-Request-ID": "r-1", "Authorization": "Bearer s3cret"}
             await api.get("/api/v1/sprockets/7", headers=headers)
             await api.request("BREW", "/api/v1/sprockets/7")
+            await api.get('/nowhere/"quoted"\\back\u00e9')
     records = [json.loads(line) for line in b"".join(lines).splitlines()]
-    assert len(records) == 2
+    assert len(records) == 3
     line = records[0]
     assert line["logger"] == "sprockets_cache.access"
     assert line["message"] == "request"
@@ -76,3 +77,4 @@ async def test_each_request_logs_one_json_line_without_credentials(redis_client:
     assert line["time"].endswith("Z")
     assert "s3cret" not in b"".join(lines).decode()
     assert records[1]["method"] == "OTHER"
+    assert records[2]["path"] == '/nowhere/"quoted"\\back\u00e9'

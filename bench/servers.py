@@ -1,4 +1,5 @@
-"""The processes under test: the API and the baseline, each one uvicorn worker on a port of its own."""
+"""The processes under test: the API and the baseline, each uvicorn on a port of its own (one worker unless
+asked for more)."""
 
 import contextlib
 import json
@@ -8,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -42,6 +43,19 @@ def cpu_s(pid: int) -> float:
     """User + system CPU seconds a process has used so far (fields 14 and 15 of /proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (uvicorn's workers when it runs more than one), from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # ended while we looked
+        if parent == pid:
+            found.append(int(stat.parent.name))
+    return sorted(found)
 
 
 def _machine_busy_s() -> float:
@@ -88,12 +102,18 @@ def _uvicorn(app: str, port: int, extra: Sequence[str]) -> list[str]:
 
 @contextlib.contextmanager
 def serve(
-    app: str, redis_url: str, log_path: Path, extra: Sequence[str] = (), redis_pid: int | None = None
+    app: str,
+    redis_url: str,
+    log_path: Path,
+    extra: Sequence[str] = (),
+    redis_pid: int | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator["Server"]:
     """Run `app` under uvicorn until the block ends; its stdout and stderr go to `log_path`.
-    `redis_pid`, when given, lets CPU meters tell that Redis's time apart from other processes'."""
+    `redis_pid`, when given, lets CPU meters tell that Redis's time apart from other processes';
+    `env` adds to (or overrides) this process's environment."""
     port = free_port()
-    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT), **(env or {})}
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             _uvicorn(app, port, extra), cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
@@ -111,12 +131,21 @@ def serve(
             process.wait()
 
 
-def serve_api(redis_url: str, tmp: Path, redis_pid: int | None = None) -> contextlib.AbstractContextManager["Server"]:
-    """The API as production runs it: validation, ETags, problem+json, metrics and the JSON request log."""
+def serve_api(
+    redis_url: str,
+    tmp: Path,
+    redis_pid: int | None = None,
+    *,
+    name: str = "api",
+    workers: int = 1,
+    env: Mapping[str, str] | None = None,
+) -> contextlib.AbstractContextManager["Server"]:
+    """The API as production runs it: validation, ETags, problem+json, metrics and the JSON request log
+    (in `tmp/<name>.log`); `workers` > 1 runs that many uvicorn worker processes behind one socket."""
     config = tmp / "log-config.json"
     config.write_text(json.dumps(LOG_CONFIG))
-    extra = ["--log-config", str(config)]
-    return serve("sprockets_cache.app:app", redis_url, tmp / "api.log", extra, redis_pid)
+    extra = ["--log-config", str(config)] + (["--workers", str(workers)] if workers > 1 else [])
+    return serve("sprockets_cache.app:app", redis_url, tmp / f"{name}.log", extra, redis_pid, env)
 
 
 def serve_baseline(
@@ -144,5 +173,11 @@ class Server:
             time.sleep(0.1)
         raise RuntimeError(f"{self.url} did not answer within {START_TIMEOUT_S:.0f} s; see {self.log_path}")
 
+    def worker_pids(self) -> list[int]:
+        """The processes that serve requests: uvicorn's workers, or uvicorn itself when it runs one."""
+        return children(self.process.pid) or [self.process.pid]
+
     def cpu_s(self) -> float:
-        return cpu_s(self.process.pid)
+        """CPU seconds of uvicorn and its workers, if any."""
+        pids = {self.process.pid, *self.worker_pids()}
+        return sum(cpu_s(pid) for pid in pids)

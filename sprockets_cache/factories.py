@@ -70,9 +70,7 @@ async def create_factory(request: Request) -> Response:
         request.state.metrics.points_written.inc(count(buckets))
         chart_data = unpack(sorted(buckets.items())).as_chart_data()
         body = {"id": factory_id, "name": name, "chart_data": chart_data}
-        response = versioned_response(request, body, version, status=201)
-        response.headers["Location"] = f"/api/v1/factories/{factory_id}"
-        return response
+        return versioned_response(request, body, version, status=201, location=f"/api/v1/factories/{factory_id}")
 
     return await idempotent(request, "factories", body, create)
 

@@ -1,5 +1,6 @@
 """HTTP handlers for /api/v1/sprockets."""
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -38,7 +39,7 @@ async def list_sprockets(request: Request) -> Response:
 
 async def get_sprocket(request: Request) -> Response:
     sprocket = await store(request).get_sprocket(path_id(request, "sprocket_id"))
-    return versioned_response(request, sprocket.body, sprocket.version)
+    return versioned_response(request, orjson.Fragment(sprocket.json), sprocket.version)
 
 
 async def create_sprocket(request: Request) -> Response:
@@ -47,9 +48,8 @@ async def create_sprocket(request: Request) -> Response:
 
     async def create() -> Response:
         created = await store(request).create_sprocket(sprocket.model_dump())
-        response = versioned_response(request, created.body, created.version, status=201)
-        response.headers["Location"] = _location(created.body["id"])
-        return response
+        body = orjson.Fragment(created.json)
+        return versioned_response(request, body, created.version, status=201, location=_location(created.id))
 
     return await idempotent(request, "sprockets", body, create)
 
@@ -58,7 +58,7 @@ async def replace_sprocket(request: Request) -> Response:
     sprocket_id = path_id(request, "sprocket_id")
     sprocket = validate(SprocketIn, await read_json(request, settings(request).max_body_bytes))
     updated = await store(request).update_sprocket(sprocket_id, sprocket.model_dump(), if_match(request))
-    return versioned_response(request, updated.body, updated.version)
+    return versioned_response(request, orjson.Fragment(updated.json), updated.version)
 
 
 async def patch_sprocket(request: Request) -> Response:
@@ -67,18 +67,18 @@ async def patch_sprocket(request: Request) -> Response:
     # RFC 7396 on a flat object whose every field is required: the patch's fields replace the current ones.
     patch = validate(SprocketPatch, await read_json(request, settings(request).max_body_bytes, (MERGE_PATCH, JSON)))
     for _ in range(PATCH_ATTEMPTS):
-        current = await store(request).get_sprocket(sprocket_id)
-        if accepted is not None and current.version not in accepted:
+        current, version = await store(request).sprocket_fields(sprocket_id)
+        if accepted is not None and version not in accepted:
             raise VersionMismatch(sprocket_id)
-        merged = {**{name: current.body[name] for name in SPROCKET_FIELDS}, **patch.model_dump()}
+        merged = {**{name: current[name] for name in SPROCKET_FIELDS}, **patch.model_dump()}
         sprocket = validate(SprocketIn, merged)
         try:
-            updated = await store(request).update_sprocket(sprocket_id, sprocket.model_dump(), [current.version])
+            updated = await store(request).update_sprocket(sprocket_id, sprocket.model_dump(), [version])
         except VersionMismatch:
             if accepted is not None:
                 raise
             continue
-        return versioned_response(request, updated.body, updated.version)
+        return versioned_response(request, orjson.Fragment(updated.json), updated.version)
     raise Problem(409, "The sprocket kept changing while this patch was applied; retry it.")
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from importlib.resources import files
 from typing import Any
 
+import orjson
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
@@ -42,8 +43,11 @@ UNLIMITED = 2**62
 
 
 @dataclass(frozen=True, slots=True)
-class Versioned:
-    body: dict[str, Any]
+class Sprocket:
+    id: int
+    # The API's JSON of it, kept in Redis beside its fields and written with them, so a read sends it
+    # as it is: no decoding, no encoding.
+    json: bytes
     version: int
 
 
@@ -110,9 +114,9 @@ def _versions(accepted: list[int] | None) -> str:
     return "" if accepted is None else "," + ",".join(map(str, accepted)) + ","
 
 
-def _sprocket(sprocket_id: int, raw: Mapping[bytes, bytes]) -> Versioned:
-    body = {
-        "id": sprocket_id,
+def _fields_of(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
+    """A sprocket hash's fields, typed as the API shows them."""
+    return {
         "teeth": int(raw[b"teeth"]),
         "pitch_diameter": float(raw[b"pitch_diameter"]),
         "outside_diameter": float(raw[b"outside_diameter"]),
@@ -120,7 +124,10 @@ def _sprocket(sprocket_id: int, raw: Mapping[bytes, bytes]) -> Versioned:
         "created_at": raw[b"created_at"].decode(),
         "updated_at": raw[b"updated_at"].decode(),
     }
-    return Versioned(body, int(raw[b"version"]))
+
+
+def _sprocket_json(sprocket_id: int, fields: Mapping[str, Any]) -> bytes:
+    return orjson.dumps({"id": sprocket_id, **fields})
 
 
 def _factory(factory_id: int, reply: list[Any]) -> Factory:
@@ -150,44 +157,62 @@ class Store:
 
     # Sprockets
 
-    async def create_sprocket(self, fields: Mapping[str, Any]) -> Versioned:
+    async def create_sprocket(self, fields: Mapping[str, Any]) -> Sprocket:
         stamp = now()
         values = {**fields, "created_at": stamp, "updated_at": stamp}
+        # The script puts the new id in front of the rest of the JSON: `{"id":<id>,` + tail.
+        tail = orjson.dumps(values)[1:]
         sprocket_id = await self._create_sprocket(
-            keys=[keys.SPROCKET_NEXT_ID, keys.SPROCKET_INDEX], args=[keys.sprocket_prefix(), *_fields(values)]
+            keys=[keys.SPROCKET_NEXT_ID, keys.SPROCKET_INDEX], args=[keys.sprocket_prefix(), tail, *_fields(values)]
         )
-        return Versioned({"id": sprocket_id, **values}, 1)
+        return Sprocket(sprocket_id, b'{"id":%d,' % sprocket_id + tail, 1)
 
-    async def get_sprocket(self, sprocket_id: int) -> Versioned:
+    async def get_sprocket(self, sprocket_id: int) -> Sprocket:
+        json, version = await self.redis.hmget(keys.key_for_sprocket(sprocket_id), "json", "version")
+        if version is None:
+            raise NotFound(sprocket_id)
+        if json is None:  # a hash written by hand, say: render it from its fields
+            json = _sprocket_json(sprocket_id, (await self.sprocket_fields(sprocket_id))[0])
+        return Sprocket(sprocket_id, json, int(version))
+
+    async def sprocket_fields(self, sprocket_id: int) -> tuple[dict[str, Any], int]:
+        """A sprocket's fields (created_at and updated_at too) and version."""
         raw = await self.redis.hgetall(keys.key_for_sprocket(sprocket_id))
         if not raw:
             raise NotFound(sprocket_id)
-        return _sprocket(sprocket_id, raw)
+        return _fields_of(raw), int(raw[b"version"])
 
-    async def list_sprockets(self, after: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    async def list_sprockets(self, after: int, limit: int) -> tuple[list[orjson.Fragment], int | None]:
+        """A page of sprockets' JSON in id order, and the id to continue after (None at the end)."""
         ids = await self.redis.zrangebyscore(keys.SPROCKET_INDEX, f"({after}", "+inf", start=0, num=limit + 1)
         page = [int(i) for i in ids[:limit]]
         async with self.redis.pipeline(transaction=False) as pipe:
             for sprocket_id in page:
-                pipe.hgetall(keys.key_for_sprocket(sprocket_id))
-            hashes = await pipe.execute()
-        # A sprocket deleted between the two round trips is left out.
-        sprockets = [_sprocket(i, raw).body for i, raw in zip(page, hashes, strict=True) if raw]
+                pipe.hmget(keys.key_for_sprocket(sprocket_id), "json", "version")
+            replies = await pipe.execute()
+        sprockets = []
+        for sprocket_id, (json, version) in zip(page, replies, strict=True):
+            if version is not None:  # else deleted between the two round trips: left out
+                sprockets.append(orjson.Fragment(json or (await self.get_sprocket(sprocket_id)).json))
         return sprockets, (page[-1] if len(ids) > limit else None)
 
     async def update_sprocket(
         self, sprocket_id: int, fields: Mapping[str, Any], accepted: list[int] | None
-    ) -> Versioned:
+    ) -> Sprocket:
         """Write the fields if the version is one of `accepted` (None: any)."""
+        values = {**fields, "updated_at": now()}
+        # The script puts the stored created_at between the two halves of the JSON.
+        head = orjson.dumps({"id": sprocket_id, **fields, "created_at": ""})[:-2]
+        tail = b'","updated_at":"%s"}' % values["updated_at"].encode()
         reply = await self._update_sprocket(
-            keys=[keys.key_for_sprocket(sprocket_id)],
-            args=[_versions(accepted), *_fields({**fields, "updated_at": now()})],
+            keys=[keys.key_for_sprocket(sprocket_id)], args=[_versions(accepted), head, tail, *_fields(values)]
         )
         if reply == 0:
             raise NotFound(sprocket_id)
         if reply == -1:
             raise VersionMismatch(sprocket_id)
-        return _sprocket(sprocket_id, dict(zip(reply[::2], reply[1::2], strict=True)))
+        json, version = reply
+        return Sprocket(sprocket_id, json, int(version))
 
     async def delete_sprocket(self, sprocket_id: int, accepted: list[int] | None) -> None:
         reply = await self._delete_sprocket(
@@ -353,8 +378,11 @@ class Store:
         if not sprockets:
             return
         stamp = now()
-        rows = [{**fields, "created_at": stamp, "updated_at": stamp} for fields in sprockets]
-        ids = range(first_id, first_id + len(rows))
+        ids = range(first_id, first_id + len(sprockets))
+        rows = []
+        for sprocket_id, fields in zip(ids, sprockets, strict=True):
+            values = {**fields, "created_at": stamp, "updated_at": stamp}
+            rows.append({**values, "json": _sprocket_json(sprocket_id, values)})
         await self._put_sprockets(
             keys=[keys.SPROCKET_INDEX, *(keys.key_for_sprocket(i) for i in ids)],
             args=[len(rows[0]), *ids, *(item for row in rows for item in _fields(row))],

@@ -47,10 +47,14 @@ def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | Non
 async def read_json(request: Request, limit_bytes: int, media_types: Collection[str] = (JSON,)) -> Any:
     """The parsed body: 415 for another media type, 413 past the limit (before reading it whole),
     408 when it trickles in slower than the body timeout, 400 if malformed."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in media_types:
+    content_type, declared = b"", b""
+    for name, value in request.scope["headers"]:  # one pass, where Headers.get scans once per name
+        if name == b"content-type":
+            content_type = value
+        elif name == b"content-length":
+            declared = value
+    if content_type.split(b";")[0].strip().lower().decode("latin-1") not in media_types:
         raise Problem(415, f"Send the body as {' or '.join(media_types)}.")
-    declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit_bytes:
         raise Problem(413, f"The body is over the limit of {limit_bytes} bytes.")
     body = bytearray()
@@ -173,7 +177,9 @@ def not_modified(request: Request, version: int) -> bool:
     return any(tag == "*" or tag.removeprefix("W/") == etag(version) for tag in _tags(header))
 
 
-def versioned_response(request: Request, body: Any, version: int, status: int = 200) -> Response:
+def versioned_response(
+    request: Request, body: Any, version: int, status: int = 200, location: str | None = None
+) -> Response:
     # Only a read may answer 304: a write that has happened must say so.
     if status == 200 and request.method in ("GET", "HEAD") and not_modified(request, version):
         response = Response(status_code=304)
@@ -181,6 +187,8 @@ def versioned_response(request: Request, body: Any, version: int, status: int = 
         response = Response(orjson.dumps(body), status, media_type=JSON)
     # Raw headers: Response(headers=...) would encode and check a dict we know to be well formed.
     response.raw_headers += [(b"etag", etag(version).encode()), (b"cache-control", b"no-cache")]
+    if location is not None:
+        response.raw_headers.append((b"location", location.encode()))
     return response
 
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from asgi_lifespan import LifespanManager
 
@@ -93,12 +94,12 @@ async def test_every_acknowledged_write_survives_kill_9(
         store = Store(client)
         for sprocket_id, teeth in seen.created.items():
             if sprocket_id != 1:
-                assert (await store.get_sprocket(sprocket_id)).body["teeth"] == teeth
+                assert orjson.loads((await store.get_sprocket(sprocket_id)).json)["teeth"] == teeth
         final = await store.get_sprocket(1)
         last_version = max(seen.updated[1])
         assert final.version >= last_version
         if final.version == last_version:
-            assert final.body["teeth"] == seen.updated[1][last_version]
+            assert orjson.loads(final.json)["teeth"] == seen.updated[1][last_version]
         points = (await store.get_factory(1, 0, MAX_TIME)).points
     stored = dict(zip(points.time, points.actual, strict=True))
     assert {t: stored.get(t) for t in seen.points} == seen.points

@@ -42,6 +42,12 @@ def factory_file(path: Path, factories: int, points: int) -> Path:
     return write(path, {"factories": items})
 
 
+async def sprockets_json(store: Store) -> list[dict[str, Any]]:
+    """The first page of sprockets as the API shows them."""
+    page, _ = await store.list_sprockets(0, 100)
+    return orjson.loads(orjson.dumps(page))  # type: ignore[no-any-return]
+
+
 async def factories_json(store: Store) -> list[dict[str, Any]]:
     factories, _ = await store.list_factories(0, 1000, *EVERY_TIME)
     return [factory.as_json() for factory in factories]
@@ -64,7 +70,7 @@ async def test_published_seeds_give_factories_and_sprockets_1_to_3_with_the_file
         {"id": i, "name": f"Factory {i}", "chart_data": item["factory"]["chart_data"]}
         for i, item in enumerate(expected, start=1)
     ]
-    sprockets, _ = await store.list_sprockets(0, 100)
+    sprockets = await sprockets_json(store)
     fields = ("id", "teeth", "pitch_diameter", "outside_diameter", "pitch")
     assert [{name: s[name] for name in fields} for s in sprockets] == [
         {"id": i, **item} for i, item in enumerate(json.loads(SPROCKET_SEED.read_text())["sprockets"], start=1)
@@ -179,7 +185,7 @@ async def test_an_interrupted_sprocket_load_converges_on_rerun_into_the_same_ids
     monkeypatch.setattr(store, "put_sprockets", put_sprockets)
 
     assert await seed.load(store, [path]) == [f"{path}: finished an interrupted load of 5 sprockets (ids 1-5)"]
-    listed, _ = await store.list_sprockets(0, 100)
+    listed = await sprockets_json(store)
     assert [(s["id"], s["teeth"]) for s in listed] == [(i, i) for i in range(1, 6)]
     assert {(await store.get_sprocket(i)).version for i in range(1, 6)} == {1}
     assert await redis_client.get(keys.SPROCKET_NEXT_ID) == b"5"

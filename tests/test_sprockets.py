@@ -326,3 +326,15 @@ async def test_sprocket_is_a_hash_an_operator_can_read(api: httpx.AsyncClient, r
     assert stored[b"teeth"] == b"5"
     assert float(stored[b"outside_diameter"]) == 6.0
     assert await redis_client.zrange("sc:{sprockets}:index", 0, -1) == [b"1"]
+
+
+async def test_the_hash_keeps_the_rendered_json_and_a_hash_written_by_hand_still_reads(
+    api: httpx.AsyncClient, redis_client: Client
+) -> None:
+    created = (await create(api)).content
+    assert await redis_client.hget("sc:{sprockets}:1", "json") == created
+    await redis_client.hset(
+        "sc:{sprockets}:2", mapping={**SPROCKET, "version": 1, "created_at": "t", "updated_at": "t"}
+    )
+    by_hand = await api.get(f"{URL}/2")
+    assert by_hand.json() == {"id": 2, **SPROCKET, "created_at": "t", "updated_at": "t"}

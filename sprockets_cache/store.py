@@ -303,11 +303,9 @@ class Store:
     @staticmethod
     def _read_args(factory_id: int, first: int, last: int, most: int) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of factory_read.lua."""
-        first_bucket, first_offset = divmod(first, BUCKET_WIDTH_S)
-        last_bucket, last_offset = divmod(last, BUCKET_WIDTH_S)
         return (
             [keys.key_for_factory(factory_id), keys.key_for_factory_buckets(factory_id)],
-            [keys.factory_points_prefix(factory_id), first_bucket, first_offset, last_bucket, last_offset, most],
+            [keys.factory_points_prefix(factory_id), first, last, most, BUCKET_WIDTH_S],
         )
 
     # Events

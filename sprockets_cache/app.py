@@ -16,11 +16,12 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from sprockets_cache import docs, events, factories, home, openapi, sprockets
+from sprockets_cache.connections import UNAVAILABLE_ERRORS, Client, connect, connect_subscribers
 from sprockets_cache.observability import AccessLog, Metrics, RequestObserver, metrics_endpoint
 from sprockets_cache.problems import exception_handlers
 from sprockets_cache.security import Guard, response_headers
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import UNAVAILABLE_ERRORS, Client, Store, connect, connect_subscribers
+from sprockets_cache.store import Store
 from sprockets_cache.web import json_response, store
 
 log = logging.getLogger(__name__)

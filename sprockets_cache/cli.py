@@ -19,11 +19,12 @@ import redis.asyncio as redis
 import uvicorn
 
 from sprockets_cache import seed
+from sprockets_cache.connections import connect
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.observability import configure_logging
 from sprockets_cache.security import new_key
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import Store, connect
+from sprockets_cache.store import Store
 
 log = logging.getLogger("sprockets_cache")
 

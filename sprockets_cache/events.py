@@ -17,9 +17,10 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
+from sprockets_cache.connections import UNAVAILABLE_ERRORS
 from sprockets_cache.errors import TooManyPoints
 from sprockets_cache.problems import Problem
-from sprockets_cache.store import UNAVAILABLE_ERRORS, Event, Store, Subscriber
+from sprockets_cache.store import Event, Store, Subscriber
 from sprockets_cache.web import path_id, settings, store
 
 log = logging.getLogger(__name__)

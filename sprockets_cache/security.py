@@ -7,9 +7,10 @@ import secrets
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sprockets_cache.connections import UNAVAILABLE_ERRORS
 from sprockets_cache.problems import problem_response
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import UNAVAILABLE_ERRORS, Store
+from sprockets_cache.store import Store
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # HTML pages load their scripts and styles from this origin only: no inline script.

@@ -15,27 +15,19 @@ from importlib.resources import files
 from typing import Any
 
 import orjson
-import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
 from sprockets_cache import keys
+from sprockets_cache.connections import EVENTS_BLOCK_MS, Client
 from sprockets_cache.errors import NotFound, SubscribersFull, TooManyPoints, VersionMismatch
 from sprockets_cache.keys import BUCKET_WIDTH_S
 from sprockets_cache.points import Columns, count, span, unpack
 
-# What a client sees as 503: Redis is down, loading, or too slow to answer.
-UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
-
 SPROCKET_FIELDS = ("teeth", "pitch_diameter", "outside_diameter", "pitch")
 
-Client = redis.Redis | RedisCluster
 # Events (writes) a factory's stream keeps for clients that resume with Last-Event-ID.
 EVENTS_KEPT = 1000
-# How long one XREAD of a subscriber waits for a write; its client's read timeout is longer.
-EVENTS_BLOCK_MS = 10_000
 # Events one read returns at most: a subscriber far behind catches up in steps.
 EVENTS_PER_READ = 100
 # As many points as a read may return when the caller sets no bound.
@@ -62,39 +54,6 @@ class Factory:
         """The API's shape; with `bucket_s`, points summed per that many seconds."""
         points = self.points.bucketed(bucket_s) if bucket_s else self.points
         return {"id": self.id, "name": self.name, "chart_data": points.as_chart_data()}
-
-
-def connect(url: str, cluster: bool = False, timeout_s: float = 1.0, max_connections: int | None = None) -> Client:
-    """A client that fails fast and never piles up connections: one quick retry on a dropped
-    connection, never on a timeout, since a write that timed out may have happened.
-
-    At most `max_connections` (default 1000; per node on a cluster) are open; past that a call
-    fails at once (503) rather than queue: uvicorn's LIMIT_CONCURRENCY bounds requests before that.
-    """
-    options: dict[str, Any] = {
-        "socket_timeout": timeout_s,
-        "socket_connect_timeout": timeout_s,
-        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-    }
-    if cluster:
-        return RedisCluster.from_url(url, max_connections=max_connections or 1000, **options)
-    pool = redis.ConnectionPool.from_url(url, max_connections=max_connections or 1000, **options)
-    return redis.Redis.from_pool(pool)
-
-
-def connect_subscribers(url: str, cluster: bool, timeout_s: float, max_clients: int) -> Client:
-    """A second client, for event subscribers that block in XREAD, so they never take the connections
-    requests need. On one Redis each subscriber holds one of at most `max_clients` connections and
-    none is waited for (see Store.subscribe); a cluster client bounds each node's connections instead."""
-    options: dict[str, Any] = {
-        "socket_timeout": EVENTS_BLOCK_MS / 1000 + timeout_s,
-        "socket_connect_timeout": timeout_s,
-        "max_connections": max_clients,
-    }
-    if cluster:
-        return RedisCluster.from_url(url, **options)
-    pool = redis.BlockingConnectionPool.from_url(url, timeout=0, health_check_interval=30, **options)
-    return redis.Redis.from_pool(pool)
 
 
 def now() -> str:

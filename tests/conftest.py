@@ -10,9 +10,10 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from sprockets_cache.app import create_app
+from sprockets_cache.connections import Client, connect
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import Client, Store, connect
+from sprockets_cache.store import Store
 from tests.cluster import local_cluster
 
 

@@ -21,8 +21,9 @@ import httpx
 import pytest
 
 from sprockets_cache import seed
+from sprockets_cache.connections import connect
 from sprockets_cache.embedded import EmbeddedRedis
-from sprockets_cache.store import Store, connect
+from sprockets_cache.store import Store
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():

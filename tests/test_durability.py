@@ -11,10 +11,11 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from sprockets_cache.app import create_app
+from sprockets_cache.connections import connect
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.models import MAX_TIME
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import Store, connect
+from sprockets_cache.store import Store
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
 

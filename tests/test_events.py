@@ -17,10 +17,11 @@ import uvicorn
 
 from sprockets_cache import events
 from sprockets_cache.app import create_app
+from sprockets_cache.connections import Client, connect, connect_subscribers
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.points import pack
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import Client, Store, connect, connect_subscribers
+from sprockets_cache.store import Store
 
 CHART = {"sprocket_production_actual": [30, 31], "sprocket_production_goal": [32, 32], "time": [1000, 1060]}
 FIRST_EVENT_S = 1.0

@@ -4,8 +4,8 @@ import httpx
 from asgi_lifespan import LifespanManager
 
 from sprockets_cache.app import create_app
+from sprockets_cache.connections import Client
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import Client
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
 CHART = {"sprocket_production_actual": [1, 2], "sprocket_production_goal": [1, 2], "time": [10, 20]}

@@ -8,10 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sprockets_cache.connections import Client, connect
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.models import MAX_COUNT, MAX_TIME
 from sprockets_cache.points import RECORD, pack, unpack
-from sprockets_cache.store import Client, Store, connect
+from sprockets_cache.store import Store
 
 Point = tuple[int, int, int]
 # Mostly a few neighbouring hour buckets, so writes land in, before, after and between stored points.

@@ -8,10 +8,10 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from sprockets_cache.app import create_app
+from sprockets_cache.connections import Client, connect
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.security import digest, new_key
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import Client, connect
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
 KEY, DIGEST = new_key()

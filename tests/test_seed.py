@@ -10,8 +10,9 @@ import pytest
 import redis.asyncio as redis
 
 from sprockets_cache import keys, seed
+from sprockets_cache.connections import Client
 from sprockets_cache.seed import SeedError
-from sprockets_cache.store import Client, Store
+from sprockets_cache.store import Store
 from tests.conftest import keyspace
 
 SEEDS = Path(__file__).parent.parent / "seeds"

@@ -1,0 +1,48 @@
+"""Connections to Redis: one client for requests, one for event subscribers, both failing fast."""
+
+from typing import Any
+
+import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+Client = redis.Redis | RedisCluster
+
+# What a client sees as 503: Redis is down, loading, or too slow to answer.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+# How long one XREAD of a subscriber waits for a write; its client's read timeout is longer.
+EVENTS_BLOCK_MS = 10_000
+
+
+def connect(url: str, cluster: bool = False, timeout_s: float = 1.0, max_connections: int | None = None) -> Client:
+    """A client that fails fast and never piles up connections: one quick retry on a dropped
+    connection, never on a timeout, since a write that timed out may have happened.
+
+    At most `max_connections` (default 1000; per node on a cluster) are open; past that a call
+    fails at once (503) rather than queue: uvicorn's LIMIT_CONCURRENCY bounds requests before that.
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+    }
+    if cluster:
+        return RedisCluster.from_url(url, max_connections=max_connections or 1000, **options)
+    pool = redis.ConnectionPool.from_url(url, max_connections=max_connections or 1000, **options)
+    return redis.Redis.from_pool(pool)
+
+
+def connect_subscribers(url: str, cluster: bool, timeout_s: float, max_clients: int) -> Client:
+    """A second client, for event subscribers that block in XREAD, so they never take the connections
+    requests need. On one Redis each subscriber holds one of at most `max_clients` connections and
+    none is waited for (see Store.subscribe); a cluster client bounds each node's connections instead."""
+    options: dict[str, Any] = {
+        "socket_timeout": EVENTS_BLOCK_MS / 1000 + timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "max_connections": max_clients,
+    }
+    if cluster:
+        return RedisCluster.from_url(url, **options)
+    pool = redis.BlockingConnectionPool.from_url(url, timeout=0, health_check_interval=30, **options)
+    return redis.Redis.from_pool(pool)

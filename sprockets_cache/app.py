@@ -164,7 +164,7 @@ def create_app(
         Route("/health", health),
         Route("/ready", ready),
         Route("/metrics", metrics_endpoint),
-        *docs.routes(openapi.document_bytes()),
+        *docs.routes(openapi.document_bytes(bool(settings.api_keys), settings.private_reads)),
         *home.routes(),
     ]
     app = Starlette(

@@ -321,11 +321,18 @@ def _service_paths() -> dict[str, Any]:
     }
 
 
-def document() -> dict[str, Any]:
+def document(api_keys: bool = False, private_reads: bool = False) -> dict[str, Any]:
+    """The document for a deployment: with API keys, writes (and, with private reads, reads) need one."""
+    paths = {**_service_paths(), **_factory_paths(), **_sprocket_paths()}
+    if api_keys:
+        for path, operations in paths.items():
+            for method, operation in operations.items():
+                if path.startswith("/api/") and (method != "get" or private_reads):
+                    operation["security"] = [{"bearer": []}]
     return {
         "openapi": "3.1.0",
         "info": {"title": "sprockets-cache", "version": "1", "description": DESCRIPTION},
-        "paths": {**_service_paths(), **_factory_paths(), **_sprocket_paths()},
+        "paths": paths,
         "components": {
             "schemas": _schemas(),
             "parameters": PARAMETERS,
@@ -336,5 +343,5 @@ def document() -> dict[str, Any]:
     }
 
 
-def document_bytes() -> bytes:
-    return orjson.dumps(document())
+def document_bytes(api_keys: bool = False, private_reads: bool = False) -> bytes:
+    return orjson.dumps(document(api_keys, private_reads))

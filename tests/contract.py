@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.security import new_key
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 30.0
@@ -25,6 +26,7 @@ START_TIMEOUT_S = 30.0
 MAX_EXAMPLES = 100
 BIN = Path(sys.executable).parent
 HOOKS = Path(__file__).with_name("contract_hooks.py")
+KEY, DIGEST = new_key()
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
@@ -61,6 +63,7 @@ def _schemathesis(url: str, extra: list[str]) -> int:
         # One worker: Hypothesis calls ast.parse, which CPython 3.11.7 does not make safe across threads.
         "--workers=1",
         "--request-timeout=5",
+        f"--header=Authorization: Bearer {KEY}",
         *extra,
     ]
     return subprocess.run(command, env={**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)}, check=False).returncode
@@ -69,7 +72,8 @@ def _schemathesis(url: str, extra: list[str]) -> int:
 def _serve_and_test(port: int, redis_url: str, log: IO[bytes], extra: list[str]) -> int:
     command = [sys.executable, "-m", "uvicorn", "sprockets_cache.app:app", "--host", HOST, "--port", str(port)]
     # No access logs: what the server prints is start-up, shutdown and errors.
-    env = {**os.environ, "REDIS_URL": redis_url, "ACCESS_LOG": "false"}
+    # With an API key configured, so schemathesis's auth checks see writes refused without it.
+    env = {**os.environ, "REDIS_URL": redis_url, "ACCESS_LOG": "false", "SPROCKETS_API_KEYS": DIGEST}
     server = subprocess.Popen([*command, "--no-access-log"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"http://{HOST}:{port}"

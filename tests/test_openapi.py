@@ -158,3 +158,13 @@ async def test_docs_serve_only_the_files_the_page_needs(client: httpx.AsyncClien
 
 def test_docs_js_ships_in_the_package() -> None:
     assert files("sprockets_cache").joinpath("static/docs.js").is_file()
+
+
+def test_with_api_keys_the_document_says_writes_need_one_and_reads_do_not() -> None:
+    document = openapi.document(api_keys=True)
+    sprocket = document["paths"]["/api/v1/sprockets/{sprocket_id}"]
+    assert sprocket["put"]["security"] == [{"bearer": []}]
+    assert sprocket["get"]["security"] == [{}, {"bearer": []}]
+    private = openapi.document(api_keys=True, private_reads=True)["paths"]["/api/v1/sprockets/{sprocket_id}"]
+    assert private["get"]["security"] == [{"bearer": []}]
+    assert openapi.document()["paths"]["/api/v1/sprockets"]["post"]["security"] == [{}, {"bearer": []}]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from wrk import WrkResult
 
@@ -114,8 +115,9 @@ def rounds_table(comparisons: list[Comparison]) -> str:
     return "\n".join(lines)
 
 
-def plot(comparisons: list[Comparison], path: Path) -> None:
-    """Bars of API/baseline req/s and p99 per endpoint, with the 0.9 and 1.2 target lines."""
+def plot(comparisons: list[Comparison], path: Path, scale_out: dict[str, dict[str, float]] | None = None) -> None:
+    """Bars of API/baseline req/s and p99 per endpoint, with the 0.9 and 1.2 target lines; below them, when
+    given, the scale-out ratios (comparison -> workload -> ratio of rates)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,7 +126,11 @@ def plot(comparisons: list[Comparison], path: Path) -> None:
     names = [c.name for c in comparisons]
     rate = [median(c.api, "requests_s") / median(c.baseline, "requests_s") for c in comparisons]
     tail = [median(c.api, "p99_ms") / median(c.baseline, "p99_ms") for c in comparisons]
-    figure, axes = plt.subplots(figsize=(8, 5), dpi=110)
+    if scale_out:
+        figure, (axes, lower) = plt.subplots(2, 1, figsize=(8, 9), dpi=110, height_ratios=(5, 3.4))
+        _plot_scale_out(lower, scale_out)
+    else:
+        figure, axes = plt.subplots(figsize=(8, 5), dpi=110)
     width = 0.36
     positions = range(len(names))
     bars_rate = axes.bar([x - width / 2 for x in positions], rate, width, label="req/s, API / baseline")
@@ -150,6 +156,25 @@ def plot(comparisons: list[Comparison], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def _plot_scale_out(axes: Any, ratios: dict[str, dict[str, float]]) -> None:
+    """Grouped bars: for each workload, one bar per comparison (2 workers / 1, cluster / one Redis)."""
+    workloads = list(next(iter(ratios.values())))
+    width = 0.8 / len(ratios)
+    # Not the colours of the panel above, where blue and orange mean req/s and p99.
+    colours = ["tab:green", "tab:purple", "tab:brown"]
+    for n, (name, by_workload) in enumerate(ratios.items()):
+        offset = (n - (len(ratios) - 1) / 2) * width
+        positions = [x + offset for x in range(len(workloads))]
+        bars = axes.bar(positions, list(by_workload.values()), width, label=name, color=colours[n % len(colours)])
+        axes.bar_label(bars, fmt="%.2f")
+    axes.axhline(1.0, color="grey", linewidth=0.6)
+    axes.set_xticks(range(len(workloads)), workloads)
+    axes.set_ylabel("ratio of req/s or points/s")
+    axes.set_ylim(0, max([2.0, *(r for by in ratios.values() for r in by.values())]) * 1.15)
+    axes.set_title(f"Scaling out, all on the same {os.cpu_count()} cores (medians; 2 workers at 2.0 = linear)")
+    axes.legend(loc="upper right", fontsize="small", frameon=False)
 
 
 def _cpu_model() -> str:

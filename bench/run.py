@@ -1,5 +1,6 @@
 """`make bench`: the API against a minimal Starlette + Redis baseline, then point ingestion, memory per
-point, range reads, the factory listing and the seed command. Writes BENCHMARKS.md and bench/results.png.
+point, range reads, the factory listing, the seed command, and scaling out (bench/scaling.py: 2 workers
+against 1, a 3-master Redis Cluster against one Redis). Writes BENCHMARKS.md and bench/results.png.
 
 Everything runs on this machine: its own redis-server (AOF, appendfsync everysec) in a temp dir, the
 API and the baseline (bench/baseline.py) as one uvicorn worker each, and wrk as the load generator.
@@ -22,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import redis  # noqa: E402
 import report  # noqa: E402
+import scaling  # noqa: E402
 import servers  # noqa: E402
 import workloads  # noqa: E402
 import wrk  # noqa: E402
@@ -52,6 +54,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--factories", type=int, default=100, help="factories in the listing")
     parser.add_argument("--factory-points", type=int, default=1_000, help="points per listed factory")
     parser.add_argument("--listing-requests", type=int, default=50)
+    parser.add_argument("--scaling-duration-s", type=float, default=3, help="seconds per wrk run, scale-out rows")
+    parser.add_argument("--scaling-rounds", type=int, default=3, help="rounds of the scale-out rows")
     parser.add_argument("--quiet-wait-s", type=float, default=30, help="wait this long at most for idle cores")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--plot", type=Path, default=BENCH / "results.png")
@@ -262,12 +266,15 @@ def main() -> None:
             with redis.Redis.from_url(redis_url) as client:
                 redis_version = client.info("server")["redis_version"]
             slow_fsyncs = _slow_fsyncs(redis_server)
+        # After the rest, on Redis of their own, so the processes above are gone.
+        _wait_for_quiet(args.quiet_wait_s)
+        setups, spread = scaling.measure(tmp, args.scaling_duration_s, args.scaling_rounds, args.batch)
 
     rows = [row for comparison in comparisons for row in report.comparison_rows(comparison)]
     table = report.table(rows + _figure_rows(args, figures, listing, seed_s))
-    report.plot(comparisons, args.plot)
+    report.plot(comparisons, args.plot, scaling.ratios(setups))
     run_s = time.perf_counter() - started
-    plot_link = f"![API / baseline ratios]({os.path.relpath(args.plot, args.output.parent)})"
+    plot_link = f"![API / baseline and scale-out ratios]({os.path.relpath(args.plot, args.output.parent)})"
     sections = {
         "Machine": report.machine(redis_version, run_s, busy_before),
         "Method": method(args, log_lines, slow_fsyncs, seed_how),
@@ -276,6 +283,7 @@ def main() -> None:
             f"Cores in use on average during the A/B runs (of {os.cpu_count()}; API and baseline each ran half "
             f"the time): {_cores_text(cores)}."
         ),
+        "Scaling out": scaling.section(setups, spread, args),
     }
     report.write(args.output, sections, BENCH / "storage-results.md")
     _say(f"\n{table}\n\nwrote {args.output} and {args.plot} in {run_s / 60:.1f} min")

@@ -113,10 +113,10 @@ def serve(
     `redis_pid`, when given, lets CPU meters tell that Redis's time apart from other processes';
     `env` adds to (or overrides) this process's environment."""
     port = free_port()
-    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT), **(env or {})}
+    environment = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT), **(env or {})}
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            _uvicorn(app, port, extra), cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            _uvicorn(app, port, extra), cwd=ROOT, env=environment, stdin=subprocess.DEVNULL, stdout=log, stderr=log
         )
     try:
         server = Server(process, f"http://{HOST}:{port}", log_path, redis_pid)
@@ -174,10 +174,18 @@ class Server:
         raise RuntimeError(f"{self.url} did not answer within {START_TIMEOUT_S:.0f} s; see {self.log_path}")
 
     def worker_pids(self) -> list[int]:
-        """The processes that serve requests: uvicorn's workers, or uvicorn itself when it runs one."""
-        return children(self.process.pid) or [self.process.pid]
+        """The processes that serve requests: uvicorn's workers (spawned by multiprocessing, which also starts
+        a resource tracker, left out), or uvicorn itself when it runs one."""
+        spawned = [pid for pid in children(self.process.pid) if b"spawn_main" in _command_line(pid)]
+        return spawned or [self.process.pid]
 
     def cpu_s(self) -> float:
-        """CPU seconds of uvicorn and its workers, if any."""
-        pids = {self.process.pid, *self.worker_pids()}
-        return sum(cpu_s(pid) for pid in pids)
+        """CPU seconds of uvicorn and its child processes, if any."""
+        return sum(cpu_s(pid) for pid in [self.process.pid, *children(self.process.pid)])
+
+
+def _command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""  # it has ended

@@ -17,8 +17,9 @@ import redis
 from servers import ROOT
 
 from sprockets_cache import keys
+from sprockets_cache.connections import connect
 from sprockets_cache.models import MAX_TIME
-from sprockets_cache.store import Store, connect
+from sprockets_cache.store import Store
 
 # Points as bench/storage.py makes them, so its figures and ours describe the same data.
 T0 = 1_600_000_000

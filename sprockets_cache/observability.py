@@ -61,7 +61,8 @@ async def metrics_endpoint(request: Request) -> Response:
 class JSONFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and any `extra` fields."""
 
-    _standard = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+    # color_message: uvicorn adds a copy of its message with terminal colours.
+    _standard = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {

@@ -1,5 +1,6 @@
 """Redis going away: fast 503s, never a hang or a 500, and recovery without a restart."""
 
+import asyncio
 import os
 import signal
 import time
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from asgi_lifespan import LifespanManager
 
 from sprockets_cache.app import create_app
@@ -79,3 +81,34 @@ async def test_a_frozen_redis_gives_503_after_the_timeout_not_a_hang(
     finally:
         os.kill(pid, signal.SIGCONT)
     assert (await api.get("/api/v1/sprockets/1")).status_code == 200
+
+
+async def test_the_api_waits_at_start_up_for_a_redis_that_comes_up_late(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    late = EmbeddedRedis(tmp_path)
+    late.start()  # to learn a free port, then away until the app is starting
+    late.stop()
+    app = create_app(Settings(redis_url=late.url, redis_timeout_s=0.2, redis_startup_wait_s=20))
+    starting = asyncio.create_task(LifespanManager(app, startup_timeout=30).__aenter__())
+    await asyncio.sleep(1.0)
+    assert not starting.done()
+    late.start()
+    try:
+        manager = await starting
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as client:
+            assert (await client.get("/ready")).status_code == 200
+        await manager.__aexit__(None, None, None)
+    finally:
+        late.stop()
+    assert any("Redis is not answering yet" in record.getMessage() for record in caplog.records)
+
+
+async def test_start_up_gives_up_after_the_wait_when_redis_never_comes(tmp_path: Path) -> None:
+    absent = EmbeddedRedis(tmp_path)
+    absent.start()
+    absent.stop()
+    app = create_app(Settings(redis_url=absent.url, redis_timeout_s=0.2, redis_startup_wait_s=0.5))
+    with pytest.raises(redis.exceptions.ConnectionError):
+        async with LifespanManager(app):
+            pass

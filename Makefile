@@ -49,7 +49,7 @@ bench: $(STAMP)
 
 # A mixed read/write load for SOAK_S seconds (default 60): fails on any error or on memory growth.
 soak: $(STAMP)
-	cd bench && PYTHONPATH=.. ../$(BIN)/python soak.py
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

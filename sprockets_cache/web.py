@@ -199,7 +199,9 @@ async def idempotent(request: Request, scope: str, body: Any, create: Callable[[
         return await create()
     if not 1 <= len(key) <= 255:
         raise Problem(400, "Idempotency-Key must be 1 to 255 characters.")
-    key_digest = hashlib.sha256(key.encode()).hexdigest()
+    # Per credential: two clients with different API keys never share an Idempotency-Key.
+    credential = request.headers.get("authorization", "")
+    key_digest = hashlib.sha256(f"{credential}\n{key}".encode()).hexdigest()
     body_digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
     held = await store(request).claim_idempotency(
         scope, key_digest, orjson.dumps({"body": body_digest}), IDEMPOTENCY_CLAIM_TTL_S

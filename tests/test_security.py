@@ -129,3 +129,14 @@ async def test_the_rate_limit_counts_each_key_on_its_own(redis_client: Client) -
             ]
             assert statuses == expected
     assert len(await redis_client.keys("sc:{sprockets}:[0-9]*")) == 4
+
+
+async def test_clients_with_different_keys_never_share_an_idempotency_key(keyed: httpx.AsyncClient) -> None:
+    first = await keyed.post(
+        "/api/v1/sprockets", json=SPROCKET, headers={"Authorization": f"Bearer {KEY}", "Idempotency-Key": "k"}
+    )
+    other = await keyed.post(
+        "/api/v1/sprockets", json=SPROCKET, headers={"Authorization": f"Bearer {OTHER_KEY}", "Idempotency-Key": "k"}
+    )
+    assert (first.status_code, other.status_code) == (201, 201)
+    assert first.json()["id"] != other.json()["id"]

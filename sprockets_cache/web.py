@@ -96,8 +96,13 @@ def _whole_number(text: str) -> int | None:
     return int(digits or "0") if len(digits) <= 20 else None
 
 
+def _query_param(request: Request, name: str) -> str | None:
+    # Most reads have no query string: then there is nothing to parse (QueryParams would still be built).
+    return request.query_params.get(name) if request.scope["query_string"] else None
+
+
 def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
+    raw = _query_param(request, name)
     if raw is None:
         return default
     value = _whole_number(raw)
@@ -127,7 +132,7 @@ def bucket_width(request: Request) -> int | None:
 def page(request: Request) -> tuple[int, int]:
     """(the id to continue after, limit) from `cursor` and `limit`."""
     limit = _query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    cursor = request.query_params.get("cursor")
+    cursor = _query_param(request, "cursor")
     if cursor is None:
         return 0, limit
     if not re.fullmatch(CURSOR_PATTERN, cursor):

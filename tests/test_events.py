@@ -24,7 +24,8 @@ from sprockets_cache.settings import Settings
 from sprockets_cache.store import Store
 
 CHART = {"sprocket_production_actual": [30, 31], "sprocket_production_goal": [32, 32], "time": [1000, 1060]}
-FIRST_EVENT_S = 1.0
+# Generous: an event arrives in milliseconds; a lost one would never come. (Timings are for make bench.)
+FIRST_EVENT_S = 5.0
 
 
 @dataclass
@@ -167,7 +168,7 @@ async def _write(http: httpx.AsyncClient, factory_id: int, time: int, actual: in
     assert response.status_code == 200
 
 
-async def test_a_write_after_subscribing_arrives_within_a_second_with_its_points(
+async def test_a_write_after_subscribing_arrives_as_an_event_with_its_points(
     backends: BackendFactory,
 ) -> None:
     async with running(await backends(4)) as http:

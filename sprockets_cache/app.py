@@ -7,6 +7,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import redis.asyncio as redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -16,7 +17,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from sprockets_cache import docs, events, factories, home, openapi, sprockets
-from sprockets_cache.connections import UNAVAILABLE_ERRORS, Client, connect, connect_subscribers
+from sprockets_cache.connections import UNAVAILABLE_ERRORS, UNAVAILABLE_OR_LATE, Client, connect, connect_subscribers
+from sprockets_cache.deadlines import Deadlines
 from sprockets_cache.observability import AccessLog, Metrics, RequestObserver, metrics_endpoint
 from sprockets_cache.problems import exception_handlers
 from sprockets_cache.security import Guard, response_headers
@@ -33,20 +35,22 @@ async def health(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     try:
-        await store(request).ping()
-    except UNAVAILABLE_ERRORS:
+        async with asyncio.timeout(request.scope["state"]["settings"].redis_timeout_s):
+            await store(request).ping()
+    except UNAVAILABLE_OR_LATE:
         return json_response({"status": "unavailable"}, 503, headers={"Retry-After": "1"})
     return json_response({"status": "ready"})
 
 
-async def _wait_for_redis(store: Store, wait_s: float) -> None:
+async def _wait_for_redis(store: Store, wait_s: float, timeout_s: float) -> None:
     """Ping until Redis answers, logging each miss, for at most `wait_s` seconds."""
     deadline = asyncio.get_running_loop().time() + wait_s
     while True:
         try:
-            await store.ping()
+            async with asyncio.timeout(timeout_s):
+                await store.ping()
             return
-        except UNAVAILABLE_ERRORS as error:
+        except UNAVAILABLE_OR_LATE as error:
             if asyncio.get_running_loop().time() >= deadline:
                 raise
             log.warning("Redis is not answering yet (%s); retrying", error)
@@ -78,7 +82,18 @@ class _Resource:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = "GET" if scope["method"] == "HEAD" else scope["method"]
-        response = await self.handlers[method](Request(scope, receive, send))
+        state = scope["state"]
+        deadlines: Deadlines = state["deadlines"]
+        # The handler's Redis calls, together, get redis_timeout_s (read_json gives the body its own time).
+        task = deadlines.start(state["settings"].redis_timeout_s)
+        try:
+            response = await self.handlers[method](Request(scope, receive, send))
+        except asyncio.CancelledError:
+            if deadlines.expired(task):
+                raise redis.TimeoutError("Redis did not answer in time.") from None
+            raise
+        finally:
+            deadlines.stop(task)
         await response(scope, receive, send)
 
 
@@ -118,6 +133,8 @@ def create_app(
     settings = settings or Settings.from_env()
     metrics = Metrics()
     access_log = AccessLog() if settings.access_log else None
+    # A deadline fires up to a quarter of the shorter timeout late (at most a quarter second).
+    deadlines = Deadlines(min(1.0, settings.redis_timeout_s, settings.body_timeout_s) / 4)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
@@ -129,14 +146,18 @@ def create_app(
         store = Store(
             client
             or connect(
-                settings.redis_url, settings.redis_cluster, settings.redis_timeout_s, settings.redis_max_connections
+                settings.redis_url,
+                settings.redis_cluster,
+                settings.redis_timeout_s,
+                settings.redis_max_connections,
+                time_each_command=False,
             ),
             subscribers or own_subscribers,
         )
         try:
-            await _wait_for_redis(store, settings.redis_startup_wait_s)
+            await _wait_for_redis(store, settings.redis_startup_wait_s, settings.redis_timeout_s)
             _tune_gc()
-            yield {"store": store, "settings": settings, "metrics": metrics}
+            yield {"store": store, "settings": settings, "metrics": metrics, "deadlines": deadlines}
         finally:
             if client is None:
                 await store.close()

@@ -11,19 +11,32 @@ Client = redis.Redis | RedisCluster
 
 # What a client sees as 503: Redis is down, loading, or too slow to answer.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+# The same, or no answer within an asyncio.timeout put around a call (it raises the builtin TimeoutError).
+UNAVAILABLE_OR_LATE: tuple[type[Exception], ...] = (*UNAVAILABLE_ERRORS, TimeoutError)
 # How long one XREAD of a subscriber waits for a write; its client's read timeout is longer.
 EVENTS_BLOCK_MS = 10_000
 
 
-def connect(url: str, cluster: bool = False, timeout_s: float = 1.0, max_connections: int | None = None) -> Client:
+def connect(
+    url: str,
+    cluster: bool = False,
+    timeout_s: float = 1.0,
+    max_connections: int | None = None,
+    *,
+    time_each_command: bool = True,
+) -> Client:
     """A client that fails fast and never piles up connections: one quick retry on a dropped
     connection, never on a timeout, since a write that timed out may have happened.
+
+    Connecting, and unless `time_each_command` is False each command, fails after `timeout_s`. The
+    app passes False and bounds each request's Redis calls itself (see deadlines.py): redis-py's
+    per-command timeout starts a task and a timer for every command.
 
     At most `max_connections` (default 1000; per node on a cluster) are open; past that a call
     fails at once (503) rather than queue: uvicorn's LIMIT_CONCURRENCY bounds requests before that.
     """
     options: dict[str, Any] = {
-        "socket_timeout": timeout_s,
+        "socket_timeout": timeout_s if time_each_command else None,
         "socket_connect_timeout": timeout_s,
         "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
     }

@@ -1,5 +1,6 @@
 """Who may write, how often anyone may call, and the headers every response carries."""
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -7,7 +8,7 @@ import secrets
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sprockets_cache.connections import UNAVAILABLE_ERRORS
+from sprockets_cache.connections import UNAVAILABLE_OR_LATE
 from sprockets_cache.problems import problem_response
 from sprockets_cache.settings import Settings
 from sprockets_cache.store import Store
@@ -71,10 +72,11 @@ class Guard:
             return
         store: Store = scope["state"]["store"]
         try:
-            allowed, wait_ms, left = await store.rate_limit(
-                client, self.settings.rate_limit_per_s, self.settings.rate_limit_burst
-            )
-        except UNAVAILABLE_ERRORS:
+            async with asyncio.timeout(self.settings.redis_timeout_s):
+                allowed, wait_ms, left = await store.rate_limit(
+                    client, self.settings.rate_limit_per_s, self.settings.rate_limit_burst
+                )
+        except UNAVAILABLE_OR_LATE:
             # The limiter is a guard, not a dependency: when Redis is away the handler answers 503 itself.
             await self.app(scope, receive, send)
             return

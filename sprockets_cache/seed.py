@@ -23,9 +23,10 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from sprockets_cache.clock import now
 from sprockets_cache.models import FactoryIn, SprocketIn
 from sprockets_cache.points import RECORD, count, pack
-from sprockets_cache.store import Store, now
+from sprockets_cache.store import Store
 
 Progress = Callable[[str], None]
 

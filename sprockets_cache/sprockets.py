@@ -5,7 +5,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sprockets_cache.errors import VersionMismatch
-from sprockets_cache.models import SprocketIn, SprocketPatch
+from sprockets_cache.models import SprocketIn, SprocketPatch, fields
 from sprockets_cache.problems import Problem
 from sprockets_cache.store import SPROCKET_FIELDS
 from sprockets_cache.web import (
@@ -47,7 +47,7 @@ async def create_sprocket(request: Request) -> Response:
     sprocket = validate(SprocketIn, body)
 
     async def create() -> Response:
-        created = await store(request).create_sprocket(sprocket.model_dump())
+        created = await store(request).create_sprocket(fields(sprocket))
         body = orjson.Fragment(created.json)
         return versioned_response(request, body, created.version, status=201, location=_location(created.id))
 
@@ -57,7 +57,7 @@ async def create_sprocket(request: Request) -> Response:
 async def replace_sprocket(request: Request) -> Response:
     sprocket_id = path_id(request, "sprocket_id")
     sprocket = validate(SprocketIn, await read_json(request, settings(request).max_body_bytes))
-    updated = await store(request).update_sprocket(sprocket_id, sprocket.model_dump(), if_match(request))
+    updated = await store(request).update_sprocket(sprocket_id, fields(sprocket), if_match(request))
     return versioned_response(request, orjson.Fragment(updated.json), updated.version)
 
 

@@ -10,7 +10,6 @@ import contextlib
 import functools
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib.resources import files
 from typing import Any
 
@@ -19,6 +18,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 
 from sprockets_cache import keys
+from sprockets_cache.clock import now
 from sprockets_cache.connections import EVENTS_BLOCK_MS, Client
 from sprockets_cache.errors import NotFound, SubscribersFull, TooManyPoints, VersionMismatch
 from sprockets_cache.keys import BUCKET_WIDTH_S
@@ -54,10 +54,6 @@ class Factory:
         """The API's shape; with `bucket_s`, points summed per that many seconds."""
         points = self.points.bucketed(bucket_s) if bucket_s else self.points
         return {"id": self.id, "name": self.name, "chart_data": points.as_chart_data()}
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _script(client: Client, name: str) -> AsyncScript:

@@ -10,9 +10,10 @@ from urllib.parse import urlencode
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from sprockets_cache.deadlines import Deadlines
 from sprockets_cache.errors import IdempotencyInProgress, IdempotencyKeyReused
 from sprockets_cache.models import MAX_ID, MAX_TIME, error_list
 from sprockets_cache.problems import Problem
@@ -58,14 +59,26 @@ async def read_json(request: Request, limit_bytes: int, media_types: Collection[
     if declared.isdigit() and int(declared) > limit_bytes:
         raise Problem(413, f"The body is over the limit of {limit_bytes} bytes.")
     body = bytearray()
+    deadlines: Deadlines = request.scope["state"]["deadlines"]
+    task = deadlines.start(settings(request).body_timeout_s)
     try:
-        async with asyncio.timeout(settings(request).body_timeout_s):
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limit_bytes:
-                    raise Problem(413, f"The body is over the limit of {limit_bytes} bytes.")
-    except TimeoutError as error:
-        raise Problem(408, "The body did not arrive in time.", headers={"Connection": "close"}) from error
+        # The ASGI messages themselves: request.stream() wraps them in an async generator, a few µs.
+        more = True
+        while more:
+            message = await request.receive()
+            if message["type"] != "http.request":
+                raise ClientDisconnect
+            body += message.get("body", b"")
+            if len(body) > limit_bytes:
+                raise Problem(413, f"The body is over the limit of {limit_bytes} bytes.")
+            more = message.get("more_body", False)
+    except asyncio.CancelledError as error:
+        if deadlines.expired(task):
+            raise Problem(408, "The body did not arrive in time.", headers={"Connection": "close"}) from error
+        raise
+    finally:
+        # The request's time for Redis starts again now that the body is in.
+        deadlines.start(settings(request).redis_timeout_s)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as error:

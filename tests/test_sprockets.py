@@ -33,6 +33,13 @@ async def test_create_returns_the_sprocket_with_location_and_etag(api: httpx.Asy
     assert (await api.get(response.headers["location"])).json() == body
 
 
+async def test_lengths_sent_as_whole_numbers_are_stored_and_answered_as_decimals(api: httpx.AsyncClient) -> None:
+    response = await create(api, pitch_diameter=5, outside_diameter=6, pitch=1)
+    stored = (await api.get(response.headers["location"])).content
+    for answer in (response.content, stored):
+        assert b'"pitch_diameter":5.0,"outside_diameter":6.0,"pitch":1.0' in answer
+
+
 async def test_get_then_if_none_match_is_304_until_the_sprocket_changes(api: httpx.AsyncClient) -> None:
     await create(api)
     first = await api.get(f"{URL}/1")
@@ -256,6 +263,19 @@ async def test_a_body_that_trickles_in_too_slowly_is_408_and_writes_nothing(
         response = await api.post(URL, content=stalled(), headers={"Content-Type": "application/json"})
         assert response.status_code == 408
         assert (await api.get(URL)).json()["sprockets"] == []
+
+
+async def test_a_body_gets_its_own_time_not_the_time_for_redis(settings: Settings, redis_client: Client) -> None:
+    async def slow_but_in_time() -> Any:
+        yield b'{"teeth": 5, "pitch_diameter": 5.0,'
+        await asyncio.sleep(0.5)
+        yield b'"outside_diameter": 6.0, "pitch": 1.0}'
+
+    timeouts = settings.model_copy(update={"body_timeout_s": 5.0, "redis_timeout_s": 0.1})
+    async for api in serve(timeouts, redis_client):
+        response = await api.post(URL, content=slow_but_in_time(), headers={"Content-Type": "application/json"})
+        assert response.status_code == 201
+        assert (await api.get(URL)).json()["sprockets"] == [response.json()]
 
 
 @pytest.mark.parametrize("path", [f"{URL}/0", f"{URL}/99", f"{URL}/{2**64}", f"{URL}/abc", f"{URL}/-1"])

@@ -14,6 +14,7 @@ from asgi_lifespan import LifespanManager
 
 from sprockets_cache.app import create_app
 from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.security import digest
 from sprockets_cache.settings import Settings
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
@@ -81,6 +82,24 @@ async def test_a_frozen_redis_gives_503_after_the_timeout_not_a_hang(
     finally:
         os.kill(pid, signal.SIGCONT)
     assert (await api.get("/api/v1/sprockets/1")).status_code == 200
+
+
+async def test_with_keys_and_a_rate_limit_a_frozen_redis_still_gives_503_not_a_hang(server: EmbeddedRedis) -> None:
+    key = "k" * 32
+    settings = Settings(
+        redis_url=server.url, redis_timeout_s=0.5, api_keys=[digest(key)], rate_limit_per_s=100, rate_limit_burst=100
+    )
+    async with LifespanManager(create_app(settings)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as api:
+            assert (await api.post("/api/v1/sprockets", json=SPROCKET)).status_code == 201
+            os.kill(server.pid, signal.SIGSTOP)
+            try:
+                await assert_unavailable(api)
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            assert (await api.get("/api/v1/sprockets/1")).status_code == 200
 
 
 async def test_the_api_waits_at_start_up_for_a_redis_that_comes_up_late(

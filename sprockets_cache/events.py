@@ -5,6 +5,7 @@ reads the stream with XREAD BLOCK on a connection of its own, from the subscribe
 long-lived subscribers never take the connections that requests need.
 """
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -17,9 +18,10 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sprockets_cache.connections import UNAVAILABLE_ERRORS
+from sprockets_cache.connections import UNAVAILABLE_OR_LATE
 from sprockets_cache.errors import TooManyPoints
 from sprockets_cache.problems import Problem
+from sprockets_cache.settings import Settings
 from sprockets_cache.store import Event, Store, Subscriber
 from sprockets_cache.web import path_id, settings, store
 
@@ -58,21 +60,29 @@ async def factory_events(request: Request) -> Response:
     # Held from here, before the 200, so a full pool answers 503; let go when the stream ends.
     hold = contextlib.AsyncExitStack()
     subscriber = await hold.enter_async_context(store(request).subscribe())
-    stream = _stream(store(request), subscriber, factory_id, after, settings(request).max_response_points, hold)
+    stream = _stream(store(request), subscriber, factory_id, after, settings(request), hold)
     # The background task lets go too when the stream never starts (HEAD).
     return EventSourceResponse(stream, ping=PING_S, background=BackgroundTask(hold.aclose))
 
 
 async def _stream(
-    store: Store, subscriber: Subscriber, factory_id: int, after: str, most: int, hold: contextlib.AsyncExitStack
+    store: Store,
+    subscriber: Subscriber,
+    factory_id: int,
+    after: str,
+    settings: Settings,
+    hold: contextlib.AsyncExitStack,
 ) -> AsyncIterator[ServerSentEvent]:
     try:
         yield ServerSentEvent(comment="subscribed", retry=RETRY_MS)
         while True:
             for event in await subscriber.read_events(factory_id, after):
-                yield ServerSentEvent(await _data(store, factory_id, event, most), id=event.id, event="points")
+                # After the handler has returned, so outside its deadline: this read gets its own.
+                async with asyncio.timeout(settings.redis_timeout_s):
+                    data = await _data(store, factory_id, event, settings.max_response_points)
+                yield ServerSentEvent(data, id=event.id, event="points")
                 after = event.id
-    except UNAVAILABLE_ERRORS as error:
+    except UNAVAILABLE_OR_LATE as error:
         # The stream ends; the client reconnects with Last-Event-ID and loses nothing.
         log.warning("event stream of factory %s ended: %s", factory_id, error)
     finally:

@@ -7,7 +7,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -152,13 +152,14 @@ class RequestObserver:
         request_id = _request_id(scope)
         status = 500
 
-        async def send_with_id(message: Message) -> None:
+        # A plain function that hands back send's awaitable: an `async def` would add a coroutine a message.
+        def send_with_id(message: Message) -> Awaitable[None]:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = message.get("headers", [])
                 message["headers"] = [*headers, *self.add_headers(headers), (b"x-request-id", request_id.encode())]
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, send_with_id)

@@ -170,6 +170,16 @@ def page_response(request: Request, name: str, items: list[Any], after: int | No
     )
 
 
+def header(request: Request, name: bytes) -> str | None:
+    """A request header's first value (`name` in lower case, as ASGI gives names); request.headers
+    would build a Headers object and scan it in more steps."""
+    headers: list[tuple[bytes, bytes]] = request.scope["headers"]
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
 def etag(version: int) -> str:
     return f'"{version}"'
 
@@ -180,19 +190,19 @@ def _tags(header: str) -> list[str]:
 
 def if_match(request: Request) -> list[int] | None:
     """The versions `If-Match` accepts (strong comparison), None when any version will do."""
-    header = request.headers.get("if-match")
-    if header is None or header.strip() == "*":
+    value = header(request, b"if-match")
+    if value is None or value.strip() == "*":
         return None
-    versions = (_whole_number(tag[1:-1]) for tag in _tags(header) if tag[0] == tag[-1] == '"')
+    versions = (_whole_number(tag[1:-1]) for tag in _tags(value) if tag[0] == tag[-1] == '"')
     return [version for version in versions if version is not None]
 
 
 def not_modified(request: Request, version: int) -> bool:
     """True when `If-None-Match` names this version (weak comparison) or is `*`."""
-    header = request.headers.get("if-none-match")
-    if header is None:
+    value = header(request, b"if-none-match")
+    if value is None:
         return False
-    return any(tag == "*" or tag.removeprefix("W/") == etag(version) for tag in _tags(header))
+    return any(tag == "*" or tag.removeprefix("W/") == etag(version) for tag in _tags(value))
 
 
 def versioned_response(
@@ -212,7 +222,7 @@ def versioned_response(
 
 async def idempotent(request: Request, scope: str, body: Any, create: Callable[[], Awaitable[Response]]) -> Response:
     """Run `create` once per Idempotency-Key: a retry with the same body gets the first response again."""
-    key = request.headers.get("idempotency-key")
+    key = header(request, b"idempotency-key")
     if key is None:
         return await create()
     if not 1 <= len(key) <= 255:

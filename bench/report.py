@@ -103,14 +103,15 @@ def table(rows: list[list[str]]) -> str:
 def rounds_table(comparisons: list[Comparison]) -> str:
     """Every wrk run, so the spread behind each median is on the page."""
     lines = [
-        "| endpoint | app | req/s per round | p99 ms per round | cores other processes took, per round |",
+        "| endpoint | app | req/s per round | p99 ms per round | cores taken by other processes / by the host "
+        "(steal), per round |",
         "|---|---|---|---|---|",
     ]
     for comparison in comparisons:
         for app, results in (("API", comparison.api), ("baseline", comparison.baseline)):
             rates = ", ".join(f"{r.requests_s:,.0f}" for r in results)
             p99s = ", ".join(f"{r.p99_ms:.2f}" for r in results)
-            others = ", ".join(f"{r.other_cores:.2f}" for r in results)
+            others = ", ".join(f"{r.other_cores:.2f} / {r.steal_cores:.2f}" for r in results)
             lines.append(f"| {comparison.name} | {app} | {rates} | {p99s} | {others} |")
     return "\n".join(lines)
 
@@ -213,8 +214,8 @@ def busy_fraction(sample_s: float = 2.0) -> float:
 
     def times() -> tuple[int, int]:
         fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = fields[3] + fields[4]  # idle + iowait
-        return sum(fields) - idle, sum(fields)
+        busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6]  # user, nice, system, irq, softirq
+        return busy, sum(fields[:8])
 
     busy_before, total_before = times()
     time.sleep(sample_s)

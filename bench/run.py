@@ -46,8 +46,8 @@ SEED_TARGET = report.Target(10, False, "< 10", inclusive=False)
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="A/B rounds per endpoint (medians are reported)")
-    parser.add_argument("--duration-s", type=float, default=8, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=5, help="A/B rounds per endpoint (medians are reported)")
+    parser.add_argument("--duration-s", type=float, default=5, help="seconds per wrk run")
     parser.add_argument("--points", type=int, default=1_000_000, help="points ingested, and in the seed file")
     parser.add_argument("--batch", type=int, default=10_000, help="points per chart_data write")
     parser.add_argument("--in-flight", type=int, default=3, help="chart_data writes in flight")
@@ -74,7 +74,10 @@ def _wrk(server: servers.Server, path: str, duration_s: float, script: Path | No
     before = server.cpu_s()
     result = wrk.run(server.url + path, duration_s, script)
     cpu_us = (server.cpu_s() - before) / result.requests * 1e6
-    return dataclasses.replace(result, server_cpu_us=cpu_us, other_cores=meter.cores()["other processes"])
+    cores = meter.cores()
+    return dataclasses.replace(
+        result, server_cpu_us=cpu_us, other_cores=cores["other processes"], steal_cores=cores["steal"]
+    )
 
 
 def _check_same_answers(api: servers.Server, base: servers.Server, endpoints: list[tuple[str, ...]]) -> None:

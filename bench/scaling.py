@@ -43,6 +43,7 @@ class Run:
     redis_cores: float  # cores Redis used meanwhile (all three masters, on the cluster)
     client_cores: float  # cores the load generator used meanwhile: wrk, or this script for ingestion
     other_cores: float  # cores every other process on the machine used meanwhile
+    steal_cores: float  # cores the hypervisor took meanwhile
 
 
 @dataclass
@@ -71,7 +72,8 @@ def _run(meter: servers.CpuMeter, rate: float, p99_ms: float | None) -> Run:
     used = meter.cores()
     workers = tuple(cores for name, cores in used.items() if name.startswith("worker "))
     redis_cores = sum(cores for name, cores in used.items() if name.startswith("redis "))
-    return Run(rate, p99_ms, workers, redis_cores, used["wrk"] + used["this script"], used["other processes"])
+    client_cores = used["wrk"] + used["this script"]
+    return Run(rate, p99_ms, workers, redis_cores, client_cores, used["other processes"], used["steal"])
 
 
 def _read(setup: Setup, path: str, duration_s: float) -> Run:
@@ -156,7 +158,8 @@ def measure(tmp: Path, duration_s: float, rounds: int, batch: int) -> tuple[list
                     _say(
                         f"scale-out round {round_number + 1} {workload}, {setup.name}: {run.rate:,.0f}/s, "
                         f"cores: API {_cores(run.worker_cores)}, Redis {run.redis_cores:.2f}, "
-                        f"load generator {run.client_cores:.2f}, others {run.other_cores:.2f}"
+                        f"load generator {run.client_cores:.2f}, others {run.other_cores:.2f}, "
+                        f"steal {run.steal_cores:.2f}"
                     )
         return setups, _spread(nodes, setups[2].written_factories)
 
@@ -214,14 +217,16 @@ def _balance(setup: Setup) -> str:
 
 def _runs_table(setups: list[Setup]) -> str:
     lines = [
-        "| setup | workload | req/s or points/s per round | cores per round: API, Redis, load generator, others |",
+        "| setup | workload | req/s or points/s per round "
+        "| cores per round: API, Redis, load generator, others, steal |",
         "|---|---|---|---|",
     ]
     for setup in setups:
         for workload, runs in setup.runs.items():
             rates = ", ".join(f"{run.rate:,.0f}" for run in runs)
             cores = "; ".join(
-                f"{_cores(run.worker_cores)}, {run.redis_cores:.2f}, {run.client_cores:.2f}, {run.other_cores:.2f}"
+                f"{_cores(run.worker_cores)}, {run.redis_cores:.2f}, {run.client_cores:.2f}, {run.other_cores:.2f}, "
+                f"{run.steal_cores:.2f}"
                 for run in runs
             )
             lines.append(f"| {setup.name} | {workload} | {rates} | {cores} |")
@@ -251,6 +256,6 @@ def section(setups: list[Setup], spread: list[int], args: argparse.Namespace) ->
     runs = (
         "Every run (cores: the average number of cores used during the run by the API's worker processes (one term "
         "per worker), by the Redis servers, by the load generator (wrk for reads, this script's httpx client for "
-        "ingestion) and by all other processes):"
+        "ingestion) and by all other processes, and the cores the hypervisor took from this virtual machine, steal):"
     )
     return f"{method}\n\n{_table(setups)}\n\n{_balance(setups[1])}\n\n{runs}\n\n{_runs_table(setups)}"

@@ -58,10 +58,13 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
-def _machine_busy_s() -> float:
-    """CPU seconds all processes have used, over all cores (from /proc/stat; idle and iowait left out)."""
+def machine_s() -> tuple[float, float]:
+    """CPU seconds over all cores, from /proc/stat: what all processes have used (user, nice, system,
+    irq, softirq), and what the hypervisor took away (steal: time this virtual machine's cores spent
+    waiting for the host, which no process here can use)."""
     ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / _CLOCK_TICKS
+    used = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]
+    return used / _CLOCK_TICKS, ticks[7] / _CLOCK_TICKS
 
 
 def _children_s() -> float:
@@ -81,15 +84,17 @@ class CpuMeter:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         sample = {name: cpu_s(pid) for name, pid in self.pids.items()}
         sample |= {"wrk": _children_s(), "this script": usage.ru_utime + usage.ru_stime}
-        return sample | {"machine": _machine_busy_s(), "wall": time.monotonic()}
+        machine, steal = machine_s()
+        return sample | {"machine": machine, "steal": steal, "wall": time.monotonic()}
 
     def cores(self) -> dict[str, float]:
-        """Average cores used since the meter started, by each, and by other processes."""
+        """Average cores used since the meter started, by each, by other processes, and taken by the
+        hypervisor (steal)."""
         end = self._sample()
         elapsed_s = end["wall"] - self.start["wall"]
         used = {name: (end[name] - self.start[name]) / elapsed_s for name in end if name != "wall"}
-        machine = used.pop("machine")
-        return used | {"other processes": max(0.0, machine - sum(used.values()))}
+        machine, steal = used.pop("machine"), used.pop("steal")
+        return used | {"other processes": max(0.0, machine - sum(used.values())), "steal": steal}
 
 
 def _uvicorn(app: str, port: int, extra: Sequence[str]) -> list[str]:

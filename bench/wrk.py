@@ -22,9 +22,10 @@ class WrkResult:
     p99_ms: float
     requests: int
     # Filled in by the caller, which knows the pids: the server process's CPU time per request (µs),
-    # and the cores other processes on the machine used during the run.
+    # the cores other processes on the machine used during the run, and the cores the hypervisor took.
     server_cpu_us: float = 0.0
     other_cores: float = 0.0
+    steal_cores: float = 0.0
 
 
 def _ms(text: str, label: str) -> float:

@@ -60,6 +60,18 @@ def median(results: list[WrkResult], field: str) -> float:
     return float(statistics.median(getattr(result, field) for result in results))
 
 
+def ratios(comparison: Comparison, field: str) -> list[float]:
+    """API / baseline in each round: the two runs of a round are back to back, so a burst of load from
+    elsewhere (another process, or the host taking the cores: steal) falls on both halves of a pair more
+    often than on two medians taken over the whole stretch."""
+    return [getattr(a, field) / getattr(b, field) for a, b in zip(comparison.api, comparison.baseline, strict=True)]
+
+
+def ratio(comparison: Comparison, field: str) -> float:
+    """The median of the rounds' ratios."""
+    return float(statistics.median(ratios(comparison, field)))
+
+
 def _number(value: float, unit: str) -> str:
     if unit in ("req/s", "points/s"):
         return f"{value:,.0f}"
@@ -75,15 +87,15 @@ def comparison_rows(comparison: Comparison) -> list[list[str]]:
             target = Target(REQ_S_RATIO, True, f">= {REQ_S_RATIO}x baseline")
         elif field == "p99_ms" and comparison.p99_has_target:
             target = Target(P99_RATIO, False, f"<= {P99_RATIO}x baseline")
-        ratio = api / base
+        paired = ratio(comparison, field)
         rows.append(
             [
                 f"{comparison.name}: {label}",
                 _number(api, unit),
                 _number(base, unit),
-                f"{ratio:.2f}x",
+                f"{paired:.2f}x",
                 target.text if target else "",
-                target.verdict(ratio) if target else "",
+                target.verdict(paired) if target else "",
             ]
         )
     return rows
@@ -113,6 +125,9 @@ def rounds_table(comparisons: list[Comparison]) -> str:
             p99s = ", ".join(f"{r.p99_ms:.2f}" for r in results)
             others = ", ".join(f"{r.other_cores:.2f} / {r.steal_cores:.2f}" for r in results)
             lines.append(f"| {comparison.name} | {app} | {rates} | {p99s} | {others} |")
+        rate_ratios = ", ".join(f"{r:.2f}" for r in ratios(comparison, "requests_s"))
+        p99_ratios = ", ".join(f"{r:.2f}" for r in ratios(comparison, "p99_ms"))
+        lines.append(f"| {comparison.name} | API / baseline | {rate_ratios} | {p99_ratios} | |")
     return "\n".join(lines)
 
 
@@ -125,8 +140,8 @@ def plot(comparisons: list[Comparison], path: Path, scale_out: dict[str, dict[st
     import matplotlib.pyplot as plt
 
     names = [c.name for c in comparisons]
-    rate = [median(c.api, "requests_s") / median(c.baseline, "requests_s") for c in comparisons]
-    tail = [median(c.api, "p99_ms") / median(c.baseline, "p99_ms") for c in comparisons]
+    rate = [ratio(c, "requests_s") for c in comparisons]
+    tail = [ratio(c, "p99_ms") for c in comparisons]
     if scale_out:
         figure, (axes, lower) = plt.subplots(2, 1, figsize=(8, 9), dpi=110, height_ratios=(5, 3.4))
         _plot_scale_out(lower, scale_out)

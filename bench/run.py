@@ -46,8 +46,8 @@ SEED_TARGET = report.Target(10, False, "< 10", inclusive=False)
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="A/B rounds per endpoint (medians are reported)")
-    parser.add_argument("--duration-s", type=float, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=9, help="A/B rounds per endpoint (medians are reported)")
+    parser.add_argument("--duration-s", type=float, default=3, help="seconds per wrk run")
     parser.add_argument("--points", type=int, default=1_000_000, help="points ingested, and in the seed file")
     parser.add_argument("--batch", type=int, default=10_000, help="points per chart_data write")
     parser.add_argument("--in-flight", type=int, default=3, help="chart_data writes in flight")
@@ -189,7 +189,9 @@ def method(args: argparse.Namespace, log_lines: int, slow_fsyncs: int, seed_how:
         f"since `uvicorn sprockets_cache.app:app` alone leaves the root logger at WARNING). Both apps serve the same "
         f"data (checked before the runs). After a {WARMUP_S} s warm-up of each, wrk (`-t1 -c64 "
         f"-d{args.duration_s:g}s --latency`, a Lua script for the POST body) alternates API and baseline "
-        f"runs, {args.rounds} rounds per endpoint; the table gives the medians, and any non-2xx answer or "
+        f"runs, {args.rounds} rounds per endpoint (a round: the API's run, then the baseline's); the table "
+        f"gives the medians of each app's runs, and as API / baseline the median of the rounds' ratios, so that "
+        f"a burst of load from the host (steal, below) falls on both halves of a pair; any non-2xx answer or "
         f"socket error stops the benchmark. Server CPU µs/req is the uvicorn process's user + system CPU "
         f"time over the requests of a run. Ingestion writes {args.points:,} points (60 s apart) into one "
         f"factory in {args.batch:,}-point POSTs of pre-encoded bodies, {args.in_flight} in flight from one "

@@ -68,7 +68,7 @@ async def create_factory(request: Request) -> Response:
         name = factory.name or f"Factory {factory_id}"
         version = await store(request).create_factory(factory_id, name, buckets)
         request.state.metrics.points_written.inc(count(buckets))
-        chart_data = unpack(sorted(buckets.items())).as_chart_data()
+        chart_data = unpack(buckets).as_chart_data()
         body = {"id": factory_id, "name": name, "chart_data": chart_data}
         return versioned_response(request, body, version, status=201, location=f"/api/v1/factories/{factory_id}")
 
@@ -89,14 +89,14 @@ async def factory_summary(request: Request) -> Response:
     first, last = time_range(request)
     factory = await store(request).get_factory(path_id(request, "factory_id"), first, last)
     points = factory.points
-    actual_total, goal_total = sum(points.actual), sum(points.goal)
+    actual_total, goal_total = int(points.actual.sum()), int(points.goal.sum())
     summary = {
         "id": factory.id,
         "points": len(points.time),
         "actual_total": actual_total,
         "goal_total": goal_total,
         "attainment": actual_total / goal_total if goal_total else None,
-        "first_time": points.time[0] if points.time else None,
-        "last_time": points.time[-1] if points.time else None,
+        "first_time": int(points.time[0]) if len(points.time) else None,
+        "last_time": int(points.time[-1]) if len(points.time) else None,
     }
     return versioned_response(request, summary, factory.version)

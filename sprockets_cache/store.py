@@ -86,7 +86,7 @@ def _sprocket_json(sprocket_id: int, fields: Mapping[str, Any]) -> bytes:
 
 
 def _factory(factory_id: int, reply: list[Any]) -> Factory:
-    buckets = ((int(reply[i]), reply[i + 1]) for i in range(3, len(reply), 2))
+    buckets = {int(reply[i]): reply[i + 1] for i in range(3, len(reply), 2)}
     return Factory(factory_id, reply[0].decode(), int(reply[1]), unpack(buckets))
 
 
@@ -237,11 +237,15 @@ class Store:
         """
         ids = await self.redis.zrangebyscore(keys.FACTORY_INDEX, f"({after}", "+inf", start=0, num=limit + 1)
         page = [int(i) for i in ids[:limit]]
-        # Concurrent calls, not a pipeline: a cluster client cannot pipeline scripts, and factories
-        # live on different shards.
-        replies = await asyncio.gather(
-            *(self._read_factory(*self._read_args(factory_id, first, last, most)) for factory_id in page)
-        )
+        reads = [self._read_args(factory_id, first, last, most) for factory_id in page]
+        if isinstance(self.redis, RedisCluster):
+            # Concurrent calls: a cluster client cannot pipeline scripts, and factories live on different shards.
+            replies = await asyncio.gather(*(self._read_factory(*read) for read in reads))
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for read_keys, read_args in reads:
+                    await self._read_factory(read_keys, read_args, client=pipe)
+                replies = await pipe.execute()
         factories: list[Factory] = []
         budget = most
         for factory_id, reply in zip(page, replies, strict=True):

@@ -51,7 +51,7 @@ async def sprockets_json(store: Store) -> list[dict[str, Any]]:
 
 async def factories_json(store: Store) -> list[dict[str, Any]]:
     factories, _ = await store.list_factories(0, 1000, *EVERY_TIME)
-    return [factory.as_json() for factory in factories]
+    return [orjson.loads(orjson.dumps(factory.as_json())) for factory in factories]
 
 
 async def seed_records(client: Client) -> dict[str, dict[str, Any]]:

@@ -74,11 +74,14 @@ def pack(times: Sequence[int], actuals: Sequence[int], goals: Sequence[int]) -> 
 
 def unpack(buckets: Mapping[int, bytes]) -> Columns:
     """The points of packed buckets by bucket number, the numbers in ascending order."""
-    starts = numpy.fromiter(buckets, numpy.int64, len(buckets)) * BUCKET_WIDTH_S
-    times = numpy.repeat(starts, [len(packed) // RECORD.size for packed in buckets.values()])
     records = numpy.frombuffer(b"".join(buckets.values()), RECORDS)
     int64 = numpy.int64
-    return Columns(times + records["offset"], records["actual"].astype(int64), records["goal"].astype(int64))
+    if len(buckets) == 1:  # most small reads: one start for every record
+        times = records["offset"] + int64(next(iter(buckets)) * BUCKET_WIDTH_S)
+    else:
+        starts = numpy.fromiter(buckets, int64, len(buckets)) * BUCKET_WIDTH_S
+        times = numpy.repeat(starts, [len(packed) // RECORD.size for packed in buckets.values()]) + records["offset"]
+    return Columns(times, records["actual"].astype(int64), records["goal"].astype(int64))
 
 
 def count(buckets: Mapping[int, bytes]) -> int:

@@ -34,6 +34,7 @@ POST_SCRIPT = BENCH / "post_sprocket.lua"
 SPROCKETS = 100
 WARMUP_S = 2
 RANGE_POINTS = 1000
+RANGE_S = 5
 # Above this share of CPU time used by other processes before the run, the report says so.
 BUSY_WARNING = 0.10
 # Measurements set aside because the host took more cores than --steal-limit meanwhile, by name.
@@ -48,8 +49,8 @@ SEED_TARGET = report.Target(10, False, "< 10", inclusive=False)
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9, help="A/B rounds per endpoint (medians are reported)")
-    parser.add_argument("--duration-s", type=float, default=3, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=21, help="A/B rounds per endpoint (medians are reported)")
+    parser.add_argument("--duration-s", type=float, default=1, help="seconds per wrk run of the A/B rounds")
     parser.add_argument(
         "--steal-limit", type=float, default=0.25, help="run an A/B pair again when the host took more cores (steal)"
     )
@@ -112,8 +113,13 @@ def compare(
     for round_number in range(1, args.rounds + 1):
         for name, api_path, base_path, script in endpoints:
             for attempt in range(1, args.steal_retries + 2):
-                ours = _wrk(api, api_path, args.duration_s, script)
-                theirs = _wrk(base, base_path, args.duration_s, script)
+                # The API first in odd rounds, the baseline first in even ones: going first is no advantage.
+                if round_number % 2:
+                    ours = _wrk(api, api_path, args.duration_s, script)
+                    theirs = _wrk(base, base_path, args.duration_s, script)
+                else:
+                    theirs = _wrk(base, base_path, args.duration_s, script)
+                    ours = _wrk(api, api_path, args.duration_s, script)
                 steal = max(ours.steal_cores, theirs.steal_cores)
                 _say(
                     f"round {round_number} {name}: API {ours.requests_s:,.0f} req/s p99 {ours.p99_ms:.2f} ms, "
@@ -140,7 +146,7 @@ def measure_points(api: servers.Server, redis_url: str, args: argparse.Namespace
     if workloads.count_points(api.url, factory_id, low, high) != RANGE_POINTS:
         raise RuntimeError(f"from={low}&to={high} does not select {RANGE_POINTS} points")
     for attempt in range(1, args.steal_retries + 2):
-        ranged = _wrk(api, f"/api/v1/factories/{factory_id}?from={low}&to={high}", args.duration_s)
+        ranged = _wrk(api, f"/api/v1/factories/{factory_id}?from={low}&to={high}", RANGE_S)
         _say(f"range read: {ranged.requests_s:,.0f} req/s, p99 {ranged.p99_ms:.2f} ms, steal {ranged.steal_cores:.2f}")
         if not _set_aside("range read", ranged.steal_cores, attempt, args):
             break
@@ -225,9 +231,11 @@ def method(args: argparse.Namespace, log_lines: int, slow_fsyncs: int, seed_how:
         f"since `uvicorn sprockets_cache.app:app` alone leaves the root logger at WARNING). Both apps serve the same "
         f"data (checked before the runs). After a {WARMUP_S} s warm-up of each, wrk (`-t1 -c64 "
         f"-d{args.duration_s:g}s --latency`, a Lua script for the POST body) alternates API and baseline "
-        f"runs, {args.rounds} rounds per endpoint (a round: the API's run, then the baseline's); the table "
-        f"gives the medians of each app's runs, and as API / baseline the median of the rounds' ratios, so that "
-        f"a burst of load from the host (steal, below) falls on both halves of a pair. This machine is a virtual "
+        f"runs, {args.rounds} rounds per endpoint (a round: the two apps' runs back to back, the API first in odd "
+        f"rounds and the baseline first in even ones); the table gives the medians of each app's runs, and as "
+        f"API / baseline the median of the rounds' ratios. Short runs in many pairs, because the host's share of "
+        f"the CPU changes from second to second: a pair's two runs mostly see the same share, and the median "
+        f"leaves out the pairs that did not. This machine is a virtual "
         f"one whose host takes cores away at times (steal, in /proc/stat): a pair during which it took more than "
         f"{args.steal_limit:g} cores is set aside and run again, up to {args.steal_retries} times a round, and "
         f"the last try is kept; so are the range read and the listing ({_retried_text()}). Any non-2xx answer or "
@@ -235,9 +243,9 @@ def method(args: argparse.Namespace, log_lines: int, slow_fsyncs: int, seed_how:
         f"time over the requests of a run. Ingestion writes {args.points:,} points (60 s apart) into one "
         f"factory in {args.batch:,}-point POSTs of pre-encoded bodies, {args.in_flight} in flight from one "
         f"httpx client; memory is the growth of `used_memory` over those points (and, as a check, MEMORY "
-        f"USAGE of the factory's keys). The range read selects {RANGE_POINTS:,} points from that factory. "
-        f"The listing is {args.listing_requests} sequential GETs of {args.factories} factories of "
-        f"{args.factory_points:,} points each. Seeding: {seed_how}. "
+        f"USAGE of the factory's keys). The range read ({RANGE_S} s of wrk as above) selects {RANGE_POINTS:,} "
+        f"points from that factory. The listing is {args.listing_requests} sequential GETs of "
+        f"{args.factories} factories of {args.factory_points:,} points each. Seeding: {seed_how}. "
         f"**The machine has {os.cpu_count()} cores and the load generators (wrk, the Python "
         f"clients) run on them next to uvicorn and Redis**, so absolute figures are lower than with the "
         f"load on another host; the API/baseline ratios, measured under the same contention, are the "

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import numpy
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -89,7 +90,7 @@ async def factory_summary(request: Request) -> Response:
     first, last = time_range(request)
     factory = await store(request).get_factory(path_id(request, "factory_id"), first, last)
     points = factory.points
-    actual_total, goal_total = int(points.actual.sum()), int(points.goal.sum())
+    actual_total, goal_total = int(numpy.sum(points.actual)), int(numpy.sum(points.goal))
     summary = {
         "id": factory.id,
         "points": len(points.time),

@@ -21,25 +21,32 @@ from sprockets_cache.keys import BUCKET_WIDTH_S
 RECORD = struct.Struct(">HII")
 # The same record, as numpy reads a run of them.
 RECORDS = numpy.dtype([("offset", ">u2"), ("actual", ">u4"), ("goal", ">u4")])
-Int64s = numpy.ndarray[tuple[int], numpy.dtype[numpy.int64]]
+# From this many points on, reads decode with numpy (BENCHMARKS.md): 1,000 points decode and render in a
+# quarter of the time plain Python takes, but each numpy call costs microseconds when its code is not in
+# the CPU's caches, as between a server's requests, so a 20-point read is a sixth slower through numpy.
+NUMPY_FROM = 256
+
+Column = list[int] | numpy.ndarray[tuple[int], numpy.dtype[numpy.int64]]
 
 
 class Columns:
-    """Points as the three columns of `chart_data`, ordered by time: int64 arrays, so that a read of
-    thousands of points never makes a Python object per value (BENCHMARKS.md)."""
+    """Points as the three columns of `chart_data`, ordered by time: lists, or int64 arrays for many
+    points, which orjson renders without a Python object per value."""
 
     __slots__ = ("actual", "goal", "time")
 
-    def __init__(self, time: Int64s, actual: Int64s, goal: Int64s) -> None:
+    def __init__(self, time: Column, actual: Column, goal: Column) -> None:
         self.time, self.actual, self.goal = time, actual, goal
 
     def bucketed(self, width_s: int) -> "Columns":
         """Sums of actual and goal over each `width_s` seconds, labelled with the span's first second."""
         if not len(self.time):
             return self
-        starts = self.time - self.time % width_s
+        time = numpy.asarray(self.time, numpy.int64)
+        starts = time - time % width_s
         first = numpy.flatnonzero(numpy.diff(starts, prepend=-1))  # where each span begins
-        return Columns(starts[first], numpy.add.reduceat(self.actual, first), numpy.add.reduceat(self.goal, first))
+        sums = (numpy.add.reduceat(numpy.asarray(column, numpy.int64), first) for column in (self.actual, self.goal))
+        return Columns(starts[first], *sums)
 
     def as_chart_data(self) -> orjson.Fragment:
         """The `chart_data` object, rendered."""
@@ -74,13 +81,21 @@ def pack(times: Sequence[int], actuals: Sequence[int], goals: Sequence[int]) -> 
 
 def unpack(buckets: Mapping[int, bytes]) -> Columns:
     """The points of packed buckets by bucket number, the numbers in ascending order."""
-    records = numpy.frombuffer(b"".join(buckets.values()), RECORDS)
+    if sum(map(len, buckets.values())) < NUMPY_FROM * RECORD.size:
+        times: list[int] = []
+        actuals: list[int] = []
+        goals: list[int] = []
+        for bucket, packed in buckets.items():
+            start = bucket * BUCKET_WIDTH_S
+            for offset, actual, goal in RECORD.iter_unpack(packed):
+                times.append(start + offset)
+                actuals.append(actual)
+                goals.append(goal)
+        return Columns(times, actuals, goals)
     int64 = numpy.int64
-    if len(buckets) == 1:  # most small reads: one start for every record
-        times = records["offset"] + int64(next(iter(buckets)) * BUCKET_WIDTH_S)
-    else:
-        starts = numpy.fromiter(buckets, int64, len(buckets)) * BUCKET_WIDTH_S
-        times = numpy.repeat(starts, [len(packed) // RECORD.size for packed in buckets.values()]) + records["offset"]
+    records = numpy.frombuffer(b"".join(buckets.values()), RECORDS)
+    starts = numpy.fromiter(buckets, int64, len(buckets)) * BUCKET_WIDTH_S
+    times = numpy.repeat(starts, [len(packed) // RECORD.size for packed in buckets.values()]) + records["offset"]
     return Columns(times, records["actual"].astype(int64), records["goal"].astype(int64))
 
 

@@ -102,5 +102,5 @@ async def test_every_acknowledged_write_survives_kill_9(
         if final.version == last_version:
             assert orjson.loads(final.json)["teeth"] == seen.updated[1][last_version]
         points = (await store.get_factory(1, 0, MAX_TIME)).points
-    stored = dict(zip(points.time.tolist(), points.actual.tolist(), strict=True))
+    stored = dict(zip(map(int, points.time), map(int, points.actual), strict=True))
     assert {t: stored.get(t) for t in seen.points} == seen.points

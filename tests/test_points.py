@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sprockets_cache.connections import Client, connect
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.models import MAX_COUNT, MAX_TIME
-from sprockets_cache.points import RECORD, pack, unpack
+from sprockets_cache.points import NUMPY_FROM, RECORD, pack, unpack
 from sprockets_cache.store import Store
 
 Point = tuple[int, int, int]
@@ -47,6 +47,23 @@ def test_pack_keeps_the_last_point_at_a_time_and_sorts() -> None:
     }
 
 
+@pytest.mark.parametrize("points", [1, NUMPY_FROM - 1, NUMPY_FROM, 5000])
+def test_small_and_large_reads_decode_alike(points: int) -> None:
+    """Below NUMPY_FROM points unpack uses plain Python, from it on numpy: the JSON must not tell."""
+    times = [1_600_000_000 + 7 * i for i in range(points)]  # a few hundred buckets at most
+    actuals, goals = [MAX_COUNT - i for i in range(points)], [i % 3 for i in range(points)]
+    columns = unpack(pack(times, actuals, goals))
+    assert orjson.loads(orjson.dumps(columns.as_chart_data())) == {
+        "sprocket_production_actual": actuals,
+        "sprocket_production_goal": goals,
+        "time": times,
+    }
+    sums = columns.bucketed(3600)
+    assert list(map(int, sums.actual)) == [
+        sum(a for t, a in zip(times, actuals, strict=True) if t // 3600 == start // 3600) for start in sums.time
+    ]
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(writes=batches, first=times, last=times)
 def test_any_sequence_of_writes_reads_back_as_a_dict_of_time_to_point(
@@ -66,11 +83,11 @@ def test_any_sequence_of_writes_reads_back_as_a_dict_of_time_to_point(
         everything = (await store.get_factory(1, 0, MAX_TIME)).points
         in_range = (await store.get_factory(1, first, last)).points
         await client.aclose()
-        assert everything.time.tolist() == sorted(model)
-        assert list(zip(everything.actual.tolist(), everything.goal.tolist(), strict=True)) == [
+        assert list(map(int, everything.time)) == sorted(model)
+        assert list(zip(map(int, everything.actual), map(int, everything.goal), strict=True)) == [
             model[t] for t in sorted(model)
         ]
-        assert in_range.time.tolist() == [t for t in sorted(model) if first <= t <= last]
-        assert in_range.actual.tolist() == [model[t][0] for t in in_range.time.tolist()]
+        assert list(map(int, in_range.time)) == [t for t in sorted(model) if first <= t <= last]
+        assert list(map(int, in_range.actual)) == [model[t][0] for t in map(int, in_range.time)]
 
     asyncio.run(scenario())

@@ -49,7 +49,7 @@ SEED_TARGET = report.Target(10, False, "< 10", inclusive=False)
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=21, help="A/B rounds per endpoint (medians are reported)")
+    parser.add_argument("--rounds", type=int, default=31, help="A/B rounds per endpoint (medians are reported)")
     parser.add_argument("--duration-s", type=float, default=1, help="seconds per wrk run of the A/B rounds")
     parser.add_argument(
         "--steal-limit", type=float, default=0.25, help="run an A/B pair again when the host took more cores (steal)"

@@ -95,7 +95,7 @@ def unpack(buckets: Mapping[int, bytes]) -> Columns:
     int64 = numpy.int64
     records = numpy.frombuffer(b"".join(buckets.values()), RECORDS)
     starts = numpy.fromiter(buckets, int64, len(buckets)) * BUCKET_WIDTH_S
-    times = numpy.repeat(starts, [len(packed) // RECORD.size for packed in buckets.values()]) + records["offset"]
+    times = starts.repeat([len(packed) // RECORD.size for packed in buckets.values()]) + records["offset"]
     return Columns(times, records["actual"].astype(int64), records["goal"].astype(int64))
 
 

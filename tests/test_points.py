@@ -91,3 +91,22 @@ def test_any_sequence_of_writes_reads_back_as_a_dict_of_time_to_point(
         assert list(map(int, in_range.actual)) == [model[t][0] for t in map(int, in_range.time)]
 
     asyncio.run(scenario())
+
+
+def test_a_read_over_thousands_of_buckets_returns_each_point_once(new_client: Callable[[], Client]) -> None:
+    """The read script fetches buckets a thousand at a time: 2,500 hourly points cross two such steps."""
+    times = [3600 * i + i % 60 for i in range(2500)]
+
+    async def scenario() -> None:
+        client = new_client()
+        await client.flushdb()
+        store = Store(client)
+        await store.create_factory(1, "F", pack(times, list(range(2500)), [7] * 2500))
+        everything = (await store.get_factory(1, 0, MAX_TIME)).points
+        middle = (await store.get_factory(1, times[999], times[2001])).points
+        await client.aclose()
+        assert list(map(int, everything.time)) == times
+        assert list(map(int, everything.actual)) == list(range(2500))
+        assert list(map(int, middle.time)) == times[999:2002]
+
+    asyncio.run(scenario())

@@ -6,12 +6,14 @@
 -- with the records outside the range cut off; just {name, version, points} when points is over the most.
 -- The bucket keys share the factory's hash tag, so they live in its slot on a cluster.
 local RECORD = 10
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+-- Buckets per MGET: one call for the usual range (each call from Lua costs about as much as a bucket),
+-- and few enough to stay within what unpack() can pass.
+local MGET_AT_MOST = 1000
 local meta = redis.call('HMGET', KEYS[1], 'name', 'version')
+if not meta[2] then return false end
 local width = tonumber(ARGV[5])
 local first_time, last_time = tonumber(ARGV[2]), tonumber(ARGV[3])
 local first_bucket, last_bucket = math.floor(first_time / width), math.floor(last_time / width)
-local first_offset, last_offset = first_time - first_bucket * width, last_time - last_bucket * width
 
 -- The 1-based index of the first record whose offset is at least `target` (count + 1 if none).
 local function lower_bound(packed, target)
@@ -24,19 +26,28 @@ local function lower_bound(packed, target)
   return low
 end
 
-local found, points = {}, 0
-for _, bucket in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], first_bucket, last_bucket)) do
-  local packed = redis.call('GET', ARGV[1] .. bucket)
-  local number = tonumber(bucket)
-  local from = number == first_bucket and lower_bound(packed, first_offset) or 1
-  local to = number == last_bucket and lower_bound(packed, last_offset + 1) - 1 or #packed / RECORD
-  if to >= from then
-    found[#found + 1] = bucket
-    found[#found + 1] = string.sub(packed, (from - 1) * RECORD + 1, to * RECORD)
-    points = points + to - from + 1
+local buckets = redis.call('ZRANGEBYSCORE', KEYS[2], first_bucket, last_bucket)
+local reply, points = {meta[1], meta[2], 0}, 0
+for chunk = 1, #buckets, MGET_AT_MOST do
+  local names = {}
+  for i = chunk, math.min(chunk + MGET_AT_MOST - 1, #buckets) do names[#names + 1] = ARGV[1] .. buckets[i] end
+  for i, packed in ipairs(redis.call('MGET', unpack(names))) do
+    local bucket = buckets[chunk + i - 1]
+    local number = tonumber(bucket)
+    -- Only the first and the last bucket can hold records outside the range.
+    if number == first_bucket or number == last_bucket then
+      local from = number == first_bucket and lower_bound(packed, first_time - first_bucket * width) or 1
+      local to = number == last_bucket and lower_bound(packed, last_time - last_bucket * width + 1) - 1
+        or #packed / RECORD
+      packed = to >= from and string.sub(packed, (from - 1) * RECORD + 1, to * RECORD) or ''
+    end
+    if #packed > 0 then
+      reply[#reply + 1] = bucket
+      reply[#reply + 1] = packed
+      points = points + #packed / RECORD
+    end
   end
 end
 if points > tonumber(ARGV[4]) then return {meta[1], meta[2], points} end
-local reply = {meta[1], meta[2], points}
-for i = 1, #found do reply[i + 3] = found[i] end
+reply[3] = points
 return reply

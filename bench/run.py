@@ -35,6 +35,8 @@ SPROCKETS = 100
 WARMUP_S = 2
 RANGE_POINTS = 1000
 RANGE_S = 5
+# Before a single measurement (the range read, the listing) is run again.
+SINGLE_PAUSE_S = 5
 # Above this share of CPU time used by other processes before the run, the report says so.
 BUSY_WARNING = 0.10
 # Measurements set aside because the host took more cores than --steal-limit meanwhile, by name.
@@ -55,6 +57,9 @@ def _arguments() -> argparse.Namespace:
         "--steal-limit", type=float, default=0.25, help="run an A/B pair again when the host took more cores (steal)"
     )
     parser.add_argument("--steal-retries", type=int, default=2, help="at most this many times a round")
+    parser.add_argument(
+        "--single-retries", type=int, default=4, help="the range read and the listing: at most this many times"
+    )
     parser.add_argument("--points", type=int, default=1_000_000, help="points ingested, and in the seed file")
     parser.add_argument("--batch", type=int, default=10_000, help="points per chart_data write")
     parser.add_argument("--in-flight", type=int, default=3, help="chart_data writes in flight")
@@ -145,10 +150,10 @@ def measure_points(api: servers.Server, redis_url: str, args: argparse.Namespace
     low, high = workloads.time_of(first), workloads.time_of(first + RANGE_POINTS - 1)
     if workloads.count_points(api.url, factory_id, low, high) != RANGE_POINTS:
         raise RuntimeError(f"from={low}&to={high} does not select {RANGE_POINTS} points")
-    for attempt in range(1, args.steal_retries + 2):
+    for attempt in range(1, args.single_retries + 2):
         ranged = _wrk(api, f"/api/v1/factories/{factory_id}?from={low}&to={high}", RANGE_S)
         _say(f"range read: {ranged.requests_s:,.0f} req/s, p99 {ranged.p99_ms:.2f} ms, steal {ranged.steal_cores:.2f}")
-        if not _set_aside("range read", ranged.steal_cores, attempt, args):
+        if not _set_aside("range read", ranged.steal_cores, attempt, args, args.single_retries):
             break
     return {
         "points_s": points_s,
@@ -165,24 +170,27 @@ def measure_listing(api: servers.Server, args: argparse.Namespace) -> list[float
     listed = httpx.get(url, timeout=60).json()["factories"]
     if [len(f["chart_data"]["time"]) for f in listed] != [args.factory_points] * args.factories:
         raise RuntimeError(f"{url} does not list {args.factories} factories of {args.factory_points} points")
-    for attempt in range(1, args.steal_retries + 2):
+    for attempt in range(1, args.single_retries + 2):
         meter = servers.CpuMeter({})
         samples = workloads.sequential_latency_ms(url, args.listing_requests)
         steal = meter.cores()["steal"]
         median_ms, p99_ms = statistics.median(samples), workloads.p99(samples)
         _say(f"listing: median {median_ms:.1f} ms, p99 {p99_ms:.1f} ms, steal {steal:.2f}")
-        if not _set_aside("the listing", steal, attempt, args):
+        if not _set_aside("the listing", steal, attempt, args, args.single_retries):
             break
     return samples
 
 
-def _set_aside(name: str, steal: float, attempt: int, args: argparse.Namespace) -> bool:
+def _set_aside(name: str, steal: float, attempt: int, args: argparse.Namespace, retries: int | None = None) -> bool:
     """True when a measurement is to be run again: the host took more than --steal-limit cores meanwhile,
-    and it has tries left."""
-    if steal <= args.steal_limit or attempt > args.steal_retries:
+    and it has tries left (`retries`, else --steal-retries). A single measurement is run again after a
+    pause, since the host takes cores in bursts of seconds."""
+    if steal <= args.steal_limit or attempt > (args.steal_retries if retries is None else retries):
         return False
     RETRIED[name] = RETRIED.get(name, 0) + 1
     _say(f"  the host took more than {args.steal_limit} cores; run again")
+    if retries is not None:
+        time.sleep(SINGLE_PAUSE_S)
     return True
 
 
@@ -238,7 +246,8 @@ def method(args: argparse.Namespace, log_lines: int, slow_fsyncs: int, seed_how:
         f"leaves out the pairs that did not. This machine is a virtual "
         f"one whose host takes cores away at times (steal, in /proc/stat): a pair during which it took more than "
         f"{args.steal_limit:g} cores is set aside and run again, up to {args.steal_retries} times a round, and "
-        f"the last try is kept; so are the range read and the listing ({_retried_text()}). Any non-2xx answer or "
+        f"the last try is kept; so are the range read and the listing, after a {SINGLE_PAUSE_S} s pause, up to "
+        f"{args.single_retries} times ({_retried_text()}). Any non-2xx answer or "
         f"socket error stops the benchmark. Server CPU µs/req is the uvicorn process's user + system CPU "
         f"time over the requests of a run. Ingestion writes {args.points:,} points (60 s apart) into one "
         f"factory in {args.batch:,}-point POSTs of pre-encoded bodies, {args.in_flight} in flight from one "

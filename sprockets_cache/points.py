@@ -23,7 +23,7 @@ RECORD = struct.Struct(">HII")
 RECORDS = numpy.dtype([("offset", ">u2"), ("actual", ">u4"), ("goal", ">u4")])
 # From this many points on, reads decode with numpy (BENCHMARKS.md): 1,000 points decode and render in a
 # quarter of the time plain Python takes, but each numpy call costs microseconds when its code is not in
-# the CPU's caches, as between a server's requests, so a 20-point read is a sixth slower through numpy.
+# the CPU's caches, as between a server's requests: a 20-point read cost 15% more CPU through numpy.
 NUMPY_FROM = 256
 
 Column = list[int] | numpy.ndarray[tuple[int], numpy.dtype[numpy.int64]]

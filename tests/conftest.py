@@ -16,6 +16,9 @@ from sprockets_cache.settings import Settings
 from sprockets_cache.store import Store
 from tests.cluster import local_cluster
 
+# The Redis timeout of the tests' own clients and of the concurrency tests' app, in seconds.
+PATIENT_S = 30.0
+
 
 async def keyspace(client: Client) -> dict[bytes, Any]:
     """Every key with its value, to show that a refused request wrote nothing."""
@@ -47,12 +50,13 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Emb
 
 
 async def _real_client(request: pytest.FixtureRequest, kind: str) -> Client:
-    """A client of the session's redis-server or cluster, emptied."""
+    """A client of the session's redis-server or cluster, emptied. Its commands may take seconds: a
+    test that gathers hundreds of requests on a slow machine must not see a timeout for a slow CPU."""
     if kind == "redis-cluster":
         nodes: list[EmbeddedRedis] = request.getfixturevalue("redis_cluster")
-        client = connect(nodes[0].url, cluster=True)
+        client = connect(nodes[0].url, cluster=True, timeout_s=PATIENT_S)
     else:
-        client = connect(request.getfixturevalue("redis_server").url)
+        client = connect(request.getfixturevalue("redis_server").url, timeout_s=PATIENT_S)
     await client.flushdb()
     return client
 
@@ -105,6 +109,9 @@ async def api(settings: Settings, redis_client: Client) -> AsyncIterator[httpx.A
 
 @pytest.fixture
 async def real_api(settings: Settings, real_redis: Client) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client for the app on the real redis-server only (concurrency, atomicity)."""
-    async for http in serve(settings, real_redis):
+    """An HTTP client for the app on the real redis-server only (concurrency, atomicity). Its Redis
+    deadline is long too: the gathered requests share one event loop with the client, and on a slow
+    machine a 503 would measure the machine rather than the atomicity under test."""
+    patient = settings.model_copy(update={"redis_timeout_s": PATIENT_S})
+    async for http in serve(patient, real_redis):
         yield http

@@ -15,11 +15,11 @@ from typing import Any
 
 import orjson
 from redis.asyncio.cluster import RedisCluster
-from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from sprockets_cache import keys
 from sprockets_cache.clock import now
-from sprockets_cache.connections import EVENTS_BLOCK_MS, Client
+from sprockets_cache.connections import EVENTS_BLOCK_MS, Client, execute
 from sprockets_cache.errors import NotFound, SubscribersFull, TooManyPoints, VersionMismatch
 from sprockets_cache.keys import BUCKET_WIDTH_S
 from sprockets_cache.points import Columns, count, span, unpack
@@ -56,8 +56,22 @@ class Factory:
         return {"id": self.id, "name": self.name, "chart_data": points.as_chart_data()}
 
 
-def _script(client: Client, name: str) -> AsyncScript:
-    return client.register_script(files("sprockets_cache").joinpath(f"lua/{name}.lua").read_text())
+class Script:
+    """A script of lua/, run with EVALSHA: on one Redis by connections.execute, else (on a cluster, or
+    queued in a pipeline) by redis-py's AsyncScript, which routes by key. Called as AsyncScript is."""
+
+    def __init__(self, client: Client, name: str) -> None:
+        self.client = None if isinstance(client, RedisCluster) else client
+        self.script = client.register_script(files("sprockets_cache").joinpath(f"lua/{name}.lua").read_text())
+
+    async def __call__(self, keys: Sequence[Any], args: Sequence[Any], client: Any = None) -> Any:
+        if client is not None or self.client is None:
+            return await self.script(keys, args, client)
+        try:
+            return await execute(self.client, "EVALSHA", self.script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # Redis lost its scripts (a restart, a failover, SCRIPT FLUSH) and ran nothing: load and run it.
+            return await self.script(keys, args)
 
 
 def _fields(pairs: Mapping[str, Any]) -> list[Any]:
@@ -96,13 +110,13 @@ class Store:
         self.redis: Any = client
         # The client event subscribers read with (connect_subscribers); `client` when none is given.
         self.subscribers: Any = subscribers or client
-        self._create_sprocket = _script(client, "sprocket_create")
-        self._update_sprocket = _script(client, "sprocket_update")
-        self._delete_sprocket = _script(client, "sprocket_delete")
-        self._read_factory = _script(client, "factory_read")
-        self._write_factory = _script(client, "factory_write")
-        self._claim = _script(client, "idempotency_claim")
-        self._rate_limit = _script(client, "rate_limit")
+        self._create_sprocket = Script(client, "sprocket_create")
+        self._update_sprocket = Script(client, "sprocket_update")
+        self._delete_sprocket = Script(client, "sprocket_delete")
+        self._read_factory = Script(client, "factory_read")
+        self._write_factory = Script(client, "factory_write")
+        self._claim = Script(client, "idempotency_claim")
+        self._rate_limit = Script(client, "rate_limit")
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -320,8 +334,8 @@ class Store:
     # Seeding
 
     @functools.cached_property
-    def _put_sprockets(self) -> AsyncScript:
-        return _script(self.redis, "sprocket_put")
+    def _put_sprockets(self) -> Script:
+        return Script(self.redis, "sprocket_put")
 
     async def new_sprocket_ids(self, count: int = 1) -> int:
         """Reserve `count` consecutive sprocket ids; returns the first."""

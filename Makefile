@@ -40,7 +40,7 @@ contract: $(STAMP)
 	$(BIN)/python tests/contract.py
 
 # The API against a minimal Starlette + Redis baseline on a Redis of its own, then 2 workers against 1 and a
-# 3-master Redis Cluster against one Redis (6-8 minutes, more when the host takes cores); writes
+# 3-master Redis Cluster against one Redis (5-8 minutes, more when the host takes cores); writes
 # BENCHMARKS.md and bench/results.png.
 # Not part of `make test`.
 bench: $(STAMP)

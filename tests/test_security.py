@@ -12,6 +12,7 @@ from sprockets_cache.connections import Client, connect
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.security import digest, new_key
 from sprockets_cache.settings import Settings
+from tests.conftest import PATIENT_S
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
 KEY, DIGEST = new_key()
@@ -96,9 +97,10 @@ async def test_the_rate_limit_is_shared_by_every_process_and_admits_no_more_than
 ) -> None:
     """Three app instances (as three processes would) on one real Redis, 60 concurrent requests from one client."""
     per_s, burst = 2.0, 5
-    settings = Settings(rate_limit_per_s=per_s, rate_limit_burst=burst)
+    # Patient timeouts: the 60 requests share one event loop, and a slow machine must not turn them into 503s.
+    settings = Settings(rate_limit_per_s=per_s, rate_limit_burst=burst, redis_timeout_s=PATIENT_S)
     async with AsyncExitStack() as stack:
-        clients = [connect(redis_server.url) for _ in range(3)]
+        clients = [connect(redis_server.url, timeout_s=PATIENT_S) for _ in range(3)]
         await clients[0].flushdb()
         for client in clients:
             stack.push_async_callback(client.aclose)

@@ -150,6 +150,11 @@ def serve_api(
     config = tmp / "log-config.json"
     config.write_text(json.dumps(LOG_CONFIG))
     extra = ["--log-config", str(config)] + (["--workers", str(workers)] if workers > 1 else [])
+    if workers > 1:
+        # As `python -m sprockets_cache serve --workers N` runs them: /metrics adds up every worker's.
+        metrics = tmp / f"{name}-metrics"
+        metrics.mkdir(exist_ok=True)
+        env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics), **(env or {})}
     return serve("sprockets_cache.app:app", redis_url, tmp / f"{name}.log", extra, redis_pid, env)
 
 

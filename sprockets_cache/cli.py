@@ -6,11 +6,13 @@ as in settings.py), and every command is safe to rerun.
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
@@ -21,7 +23,7 @@ import uvicorn
 from sprockets_cache import seed
 from sprockets_cache.connections import connect
 from sprockets_cache.embedded import EmbeddedRedis
-from sprockets_cache.observability import configure_logging
+from sprockets_cache.observability import MULTIPROCESS_DIR, configure_logging
 from sprockets_cache.security import new_key
 from sprockets_cache.settings import Settings
 from sprockets_cache.store import Store
@@ -92,20 +94,37 @@ def _serve(args: argparse.Namespace) -> int:
         log.warning("SPROCKETS_API_KEYS is not set: ANYONE CAN WRITE. Set it before exposing this server.")
     # log_config=None keeps our JSON logging; the app logs each request itself, so uvicorn's
     # access log is off; no Server header to tell attackers the version.
-    uvicorn.run(
-        APP,
-        host=args.host,
-        port=args.port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        limit_concurrency=settings.limit_concurrency,
-        timeout_keep_alive=5,
-    )
+    with _shared_metrics(workers):
+        uvicorn.run(
+            APP,
+            host=args.host,
+            port=args.port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            limit_concurrency=settings.limit_concurrency,
+            timeout_keep_alive=5,
+        )
     return 0
+
+
+@contextlib.contextmanager
+def _shared_metrics(workers: int) -> Iterator[None]:
+    """With several workers, each keeps its metrics in files of one directory, and /metrics adds up
+    every worker's (prometheus_client's multiprocess mode): a scrape through the shared port sees all
+    of them. A directory the operator names in PROMETHEUS_MULTIPROC_DIR is used as it is."""
+    if workers == 1 or MULTIPROCESS_DIR in os.environ:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="sprockets-metrics-") as path:
+        os.environ[MULTIPROCESS_DIR] = path  # the workers inherit it and count into files there
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROCESS_DIR]
 
 
 def _new_key(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,6 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sprockets_cache.clock import utc_stamp
 
 ACCESS_LOGGER = "sprockets_cache.access"
+# Set (before prometheus_client is imported) for several worker processes: see cli._shared_metrics.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Request ids: a random prefix per process and a counter, unique without a syscall per request.
 _ID_PREFIX = uuid.uuid4().hex[:12] + "-"
@@ -48,6 +51,14 @@ class Metrics:
         # labels() takes a lock and hashes its arguments: a request looks its series up here instead.
         self._series: dict[tuple[str, str, int], Any] = {}
 
+    def exposed(self) -> CollectorRegistry:
+        """What /metrics shows: this registry, or every worker's metrics when workers share a directory."""
+        if MULTIPROCESS_DIR not in os.environ:
+            return self.registry
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return registry
+
     def observe(self, method: str, route: str, status: int, duration_s: float) -> None:
         series = self._series.get((method, route, status))
         if series is None:
@@ -57,7 +68,7 @@ class Metrics:
 
 async def metrics_endpoint(request: Request) -> Response:
     metrics: Metrics = request.state.metrics
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(metrics.exposed()), media_type=CONTENT_TYPE_LATEST)
 
 
 class JSONFormatter(logging.Formatter):

@@ -122,13 +122,13 @@ def test_seed_never_prints_the_redis_password(workdir: Path) -> None:
 class Run:
     """`python -m sprockets_cache run` in `workdir`, its log in run.log."""
 
-    def __init__(self, workdir: Path, port: int) -> None:
+    def __init__(self, workdir: Path, port: int, **env: str) -> None:
         self.log = workdir / f"run-{time.monotonic_ns()}.log"
         with self.log.open("w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "sprockets_cache", "run"],
                 cwd=workdir,
-                env=environment(PORT=str(port)),
+                env=environment(PORT=str(port), **env),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -204,3 +204,25 @@ def test_run_serves_the_seeded_factories_on_an_embedded_redis_and_stops_both(wor
     assert "not seeding" in rerun.log.read_text()
     assert rerun.stop(signal.SIGTERM) == 0
     assert not is_running(redis_pid)
+
+
+@pytest.mark.timeout(120)
+def test_with_two_workers_metrics_count_the_requests_of_both(workdir: Path, run_in: list[Run]) -> None:
+    tmp = workdir / "tmp"
+    tmp.mkdir()
+    run = Run(workdir, free_port(), WORKERS="2", TMPDIR=str(tmp))
+    run_in.append(run)
+    run.wait_until_serving()
+    requests = 100
+    # A new connection each, for either worker to accept; a request id starts with its worker's prefix.
+    workers = {httpx.get(f"{run.url}/api/v1/sprockets").headers["x-request-id"].split("-")[0] for _ in range(requests)}
+    if len(workers) < 2:
+        pytest.skip("the kernel handed every connection to one worker")
+    metrics = httpx.get(f"{run.url}/metrics").text
+    counted = re.search(
+        r'http_request_duration_seconds_count\{method="GET",route="/api/v1/sprockets",status="200"\} (\S+)', metrics
+    )
+    assert counted, metrics
+    assert float(counted[1]) == requests
+    assert run.stop(signal.SIGINT) == 0
+    assert list(tmp.iterdir()) == []  # the workers' metric files went with the run

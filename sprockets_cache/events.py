@@ -22,7 +22,8 @@ from sprockets_cache.connections import UNAVAILABLE_OR_LATE
 from sprockets_cache.errors import TooManyPoints
 from sprockets_cache.problems import Problem
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import Event, Store, Subscriber
+from sprockets_cache.store import Store
+from sprockets_cache.streams import Event, Subscriber
 from sprockets_cache.web import path_id, settings, store
 
 log = logging.getLogger(__name__)

@@ -8,70 +8,27 @@ hash slot, so it is atomic on a single Redis and on a cluster alike.
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
-from importlib.resources import files
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError
 
-from sprockets_cache import keys
+from sprockets_cache import keys, streams
 from sprockets_cache.clock import now
-from sprockets_cache.connections import EVENTS_BLOCK_MS, Client, execute
-from sprockets_cache.errors import NotFound, SubscribersFull, TooManyPoints, VersionMismatch
+from sprockets_cache.connections import Client, execute
+from sprockets_cache.errors import NotFound, TooManyPoints, VersionMismatch
 from sprockets_cache.keys import BUCKET_WIDTH_S
-from sprockets_cache.points import Columns, count, span, unpack
+from sprockets_cache.points import count, span
+from sprockets_cache.records import Factory, Sprocket
+from sprockets_cache.scripts import Script
 
 SPROCKET_FIELDS = ("teeth", "pitch_diameter", "outside_diameter", "pitch")
 
 # Events (writes) a factory's stream keeps for clients that resume with Last-Event-ID.
 EVENTS_KEPT = 1000
-# Events one read returns at most: a subscriber far behind catches up in steps.
-EVENTS_PER_READ = 100
 # As many points as a read may return when the caller sets no bound.
 UNLIMITED = 2**62
-
-
-@dataclass(frozen=True, slots=True)
-class Sprocket:
-    id: int
-    # The API's JSON of it, kept in Redis beside its fields and written with them, so a read sends it
-    # as it is: no decoding, no encoding.
-    json: bytes
-    version: int
-
-
-@dataclass(frozen=True, slots=True)
-class Factory:
-    id: int
-    name: str
-    version: int
-    points: Columns
-
-    def as_json(self, bucket_s: int | None = None) -> dict[str, Any]:
-        """The API's shape; with `bucket_s`, points summed per that many seconds."""
-        points = self.points.bucketed(bucket_s) if bucket_s else self.points
-        return {"id": self.id, "name": self.name, "chart_data": points.as_chart_data()}
-
-
-class Script:
-    """A script of lua/, run with EVALSHA: on one Redis by connections.execute, else (on a cluster, or
-    queued in a pipeline) by redis-py's AsyncScript, which routes by key. Called as AsyncScript is."""
-
-    def __init__(self, client: Client, name: str) -> None:
-        self.client = None if isinstance(client, RedisCluster) else client
-        self.script = client.register_script(files("sprockets_cache").joinpath(f"lua/{name}.lua").read_text())
-
-    async def __call__(self, keys: Sequence[Any], args: Sequence[Any], client: Any = None) -> Any:
-        if client is not None or self.client is None:
-            return await self.script(keys, args, client)
-        try:
-            return await execute(self.client, "EVALSHA", self.script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            # Redis lost its scripts (a restart, a failover, SCRIPT FLUSH) and ran nothing: load and run it.
-            return await self.script(keys, args)
 
 
 def _fields(pairs: Mapping[str, Any]) -> list[Any]:
@@ -97,11 +54,6 @@ def _fields_of(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
 
 def _sprocket_json(sprocket_id: int, fields: Mapping[str, Any]) -> bytes:
     return orjson.dumps({"id": sprocket_id, **fields})
-
-
-def _factory(factory_id: int, reply: list[Any]) -> Factory:
-    buckets = {int(reply[i]): reply[i + 1] for i in range(3, len(reply), 2)}
-    return Factory(factory_id, reply[0].decode(), int(reply[1]), unpack(buckets))
 
 
 class Store:
@@ -246,7 +198,7 @@ class Store:
             raise NotFound(factory_id)
         if len(reply) == 3 and reply[2] > most:
             raise TooManyPoints(reply[2], most)
-        return _factory(factory_id, reply)
+        return Factory.from_reply(factory_id, reply)
 
     async def list_factories(
         self, after: int, limit: int, first: int, last: int, most: int = UNLIMITED
@@ -276,7 +228,7 @@ class Store:
                     raise TooManyPoints(reply[2], most)
                 return factories, factories[-1].id  # the page is full of points: end it early
             budget -= reply[2]
-            factories.append(_factory(factory_id, reply))
+            factories.append(Factory.from_reply(factory_id, reply))
         return factories, (page[-1] if len(ids) > limit else None)
 
     @staticmethod
@@ -290,32 +242,10 @@ class Store:
     # Events
 
     async def newest_event_id(self, factory_id: int) -> str:
-        """The id of the factory's newest event ("0-0" before its first), so that a subscriber reading
-        after it misses no later write; NotFound for an unknown factory."""
-        exists, newest = await asyncio.gather(
-            self.redis.exists(keys.key_for_factory(factory_id)),
-            self.redis.xrevrange(keys.key_for_factory_events(factory_id), count=1),
-        )
-        if not exists:
-            raise NotFound(factory_id)
-        return newest[0][0].decode() if newest else "0-0"
+        return await streams.newest_event_id(self.redis, factory_id)
 
-    @contextlib.asynccontextmanager
-    async def subscribe(self) -> AsyncIterator["Subscriber"]:
-        """A connection of the subscribers' pool for one subscriber, held until the block ends, so the
-        pool's bound is a bound on subscribers; SubscribersFull at once when none is free. A cluster
-        client cannot hold one: there each read takes a connection of the key's node for its block."""
-        if isinstance(self.subscribers, RedisCluster):
-            yield Subscriber(self.subscribers)
-            return
-        if not self.subscribers.connection_pool.can_get_connection():
-            raise SubscribersFull
-        client = self.subscribers.client()
-        try:
-            await client.initialize()
-            yield Subscriber(client)
-        finally:
-            await client.aclose()
+    def subscribe(self) -> contextlib.AbstractAsyncContextManager[streams.Subscriber]:
+        return streams.subscribe(self.subscribers)
 
     # Idempotency records and seed records
 
@@ -383,28 +313,3 @@ class Store:
 
     async def save_seed(self, digest: str, record: bytes) -> None:
         await self.redis.hset(keys.SEEDS, digest, record)
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One write of a factory's points: its stream entry id, the factory's version after it, and
-    the first and last time and the number of the points it wrote."""
-
-    id: str
-    version: int
-    first: int
-    last: int
-    points: int
-
-
-@dataclass(frozen=True, slots=True)
-class Subscriber:
-    client: Any
-
-    async def read_events(self, factory_id: int, after_id: str, block_ms: int = EVENTS_BLOCK_MS) -> list[Event]:
-        """The factory's events after `after_id` (a stream entry id), waiting up to `block_ms` for one."""
-        key = keys.key_for_factory_events(factory_id)
-        reply = await self.client.xread({key: after_id}, count=EVENTS_PER_READ, block=block_ms)
-        entries = reply[0][1] if reply else []
-        names = (b"version", b"first", b"last", b"points")
-        return [Event(entry_id.decode(), *(int(fields[name]) for name in names)) for entry_id, fields in entries]

@@ -147,7 +147,7 @@ async def test_dropped_connections_and_flushed_scripts_cost_no_request_an_error(
     with redis.Redis.from_url(server.url) as operator:
         assert operator.client_kill_filter(_type="normal", skipme=True) >= 1
         operator.script_flush()
-    # The listing's reads go in one round trip, and each of them is refused before the script is loaded.
+    # The listing's reads go in one pipeline, which finds the script gone and loads it first.
     listed = (await api.get("/api/v1/factories")).json()["factories"]
     assert [(f["id"], f["chart_data"]) for f in listed] == [(1, chart_data), (2, chart_data)]
     assert (await api.get("/api/v1/factories/2")).json()["chart_data"] == chart_data

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sprockets_cache.models import ChartData, FactoryIn
-from sprockets_cache.points import count, pack, unpack
+from sprockets_cache.points import Columns, buckets, by_time
 from sprockets_cache.problems import Problem
 from sprockets_cache.web import (
     bucket_width,
@@ -34,10 +34,10 @@ def _check_point_count(request: Request, chart_data: Any) -> None:
         raise Problem(413, f"A write holds at most {limit} points; this one has {len(times)}.")
 
 
-def _packed(chart_data: ChartData | None) -> dict[int, bytes]:
+def _points(chart_data: ChartData | None) -> Columns:
     if chart_data is None:
-        return {}
-    return pack(chart_data.time, chart_data.sprocket_production_actual, chart_data.sprocket_production_goal)
+        return Columns([], [], [])
+    return by_time(chart_data.time, chart_data.sprocket_production_actual, chart_data.sprocket_production_goal)
 
 
 async def list_factories(request: Request) -> Response:
@@ -62,15 +62,14 @@ async def create_factory(request: Request) -> Response:
     if isinstance(body, dict):
         _check_point_count(request, body.get("chart_data"))
     factory = validate(FactoryIn, body)
-    buckets = _packed(factory.chart_data)
+    points = _points(factory.chart_data)
 
     async def create() -> Response:
         factory_id = await store(request).new_factory_ids()
         name = factory.name or f"Factory {factory_id}"
-        version = await store(request).create_factory(factory_id, name, buckets)
-        request.state.metrics.points_written.inc(count(buckets))
-        chart_data = unpack(buckets).as_chart_data()
-        body = {"id": factory_id, "name": name, "chart_data": chart_data}
+        version = await store(request).create_factory(factory_id, name, buckets(points))
+        request.state.metrics.points_written.inc(len(points.time))
+        body = {"id": factory_id, "name": name, "chart_data": points.as_chart_data()}
         return versioned_response(request, body, version, status=201, location=f"/api/v1/factories/{factory_id}")
 
     return await idempotent(request, "factories", body, create)
@@ -80,10 +79,10 @@ async def write_chart_data(request: Request) -> Response:
     factory_id = path_id(request, "factory_id")
     body = await read_json(request, settings(request).max_chart_body_bytes)
     _check_point_count(request, body)
-    buckets = _packed(validate(ChartData, body))
-    version = await store(request).write_points(factory_id, buckets)
-    request.state.metrics.points_written.inc(count(buckets))
-    return json_response({"written": count(buckets)}, headers={"ETag": etag(version)})
+    points = _points(validate(ChartData, body))
+    version = await store(request).write_points(factory_id, buckets(points))
+    request.state.metrics.points_written.inc(len(points.time))
+    return json_response({"written": len(points.time)}, headers={"ETag": etag(version)})
 
 
 async def factory_summary(request: Request) -> Response:

@@ -19,6 +19,8 @@ SPROCKET_INDEX = f"{PREFIX}{SPROCKET_TAG}:index"
 FACTORY_NEXT_ID = f"{PREFIX}{FACTORY_TAG}:next_id"
 FACTORY_INDEX = f"{PREFIX}{FACTORY_TAG}:index"
 SEEDS = f"{PREFIX}seeds"
+# The store's format; see migration.py.
+SCHEMA = f"{PREFIX}schema"
 
 
 def key_for_sprocket(sprocket_id: int) -> str:
@@ -44,12 +46,17 @@ def key_for_factory_events(factory_id: int) -> str:
 
 
 def factory_points_prefix(factory_id: int) -> str:
-    """Bucket keys are this prefix plus the bucket number (time // BUCKET_WIDTH_S)."""
+    """Bucket keys (sorted sets of points) are this prefix plus the bucket number (time // BUCKET_WIDTH_S)."""
     return f"{PREFIX}{{factory:{factory_id}}}:points:"
 
 
 def key_for_factory_points(factory_id: int, bucket: int) -> str:
     return f"{factory_points_prefix(factory_id)}{bucket}"
+
+
+def key_for_factory_scratch(factory_id: int) -> str:
+    """A sorted set that a write script fills and deletes within one step: never there between steps."""
+    return f"{PREFIX}{{factory:{factory_id}}}:scratch"
 
 
 def key_for_idempotency(scope: str, digest: str) -> str:

@@ -1,16 +1,13 @@
-"""The packed form of production points, as kept in Redis.
+"""Production points as kept in Redis: sorted sets that a person can read with redis-cli.
 
-A factory's points are split into buckets of `BUCKET_WIDTH_S` seconds. Each
-bucket is one Redis string of 10-byte records sorted by time: the offset of
-the time within the bucket (u16), actual (u32) and goal (u32), all
-big-endian. That is about 10 bytes a point, where a sorted set member costs
-over 100 (BENCHMARKS.md has the measurements).
+A factory's points are split into buckets of `BUCKET_WIDTH_S` seconds. Each bucket is a sorted set:
+score = the point's unix time, member = "time:actual:goal" (for example "1611194818:32:30"). An
+hour of points a minute stays in Redis's compact listpack encoding under its default settings
+(BENCHMARKS.md has the measurements).
 """
 
 import bisect
-import itertools
 import operator
-import struct
 from collections.abc import Mapping, Sequence
 
 import numpy
@@ -18,15 +15,13 @@ import orjson
 
 from sprockets_cache.keys import BUCKET_WIDTH_S
 
-RECORD = struct.Struct(">HII")
-# The same record, as numpy reads a run of them.
-RECORDS = numpy.dtype([("offset", ">u2"), ("actual", ">u4"), ("goal", ">u4")])
-# From this many points on, reads decode with numpy (BENCHMARKS.md): 1,000 points decode and render in a
-# quarter of the time plain Python takes, but each numpy call costs microseconds when its code is not in
-# the CPU's caches, as between a server's requests: a 20-point read cost 15% more CPU through numpy.
+# From this many points on, reads parse with numpy (BENCHMARKS.md): each numpy call costs microseconds
+# when its code is not in the CPU's caches, as between a server's requests, so small reads use orjson.
 NUMPY_FROM = 256
 
 Column = list[int] | numpy.ndarray[tuple[int], numpy.dtype[numpy.int64]]
+# For each bucket number, in order: its points as ZADD's arguments, time and member pairs in time order.
+Buckets = dict[int, list[int | str]]
 
 
 class Columns:
@@ -58,54 +53,42 @@ class Columns:
         return orjson.Fragment(orjson.dumps(chart_data, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
-def pack(times: Sequence[int], actuals: Sequence[int], goals: Sequence[int]) -> dict[int, bytes]:
-    """Group points into packed buckets, in bucket order. A later point at the same time replaces an earlier one."""
+def by_time(times: Sequence[int], actuals: Sequence[int], goals: Sequence[int]) -> Columns:
+    """The points in time order; a later point at the same time replaces an earlier one."""
     if not all(map(operator.lt, times, times[1:])):
-        # Out of order or repeated: sort, keeping the last point at each time.
         latest = dict(zip(times, zip(actuals, goals, strict=True), strict=True))
         times = sorted(latest)
         actuals, goals = zip(*map(latest.__getitem__, times), strict=True) if times else ((), ())
-    buckets = {}
+    return Columns(list(times), list(actuals), list(goals))
+
+
+def buckets(points: Columns) -> Buckets:
+    """Points in time order (see by_time), split into buckets."""
+    times, actuals, goals = points.time, points.actual, points.goal
+    grouped: Buckets = {}
     start = 0
     while start < len(times):
-        bucket = times[start] // BUCKET_WIDTH_S
+        bucket = int(times[start]) // BUCKET_WIDTH_S
         end = bisect.bisect_left(times, (bucket + 1) * BUCKET_WIDTH_S, start)
-        base = bucket * BUCKET_WIDTH_S
-        offsets = [time - base for time in times[start:end]]
-        records = itertools.chain.from_iterable(zip(offsets, actuals[start:end], goals[start:end], strict=True))
-        # One C call per bucket: a format of `end - start` records.
-        buckets[bucket] = struct.pack(">" + "HII" * (end - start), *records)
+        rows = zip(times[start:end], actuals[start:end], goals[start:end], strict=True)
+        grouped[bucket] = [item for time, actual, goal in rows for item in (time, f"{time}:{actual}:{goal}")]
         start = end
-    return buckets
+    return grouped
 
 
-def unpack(buckets: Mapping[int, bytes]) -> Columns:
-    """The points of packed buckets by bucket number, the numbers in ascending order."""
-    if sum(map(len, buckets.values())) < NUMPY_FROM * RECORD.size:
-        times: list[int] = []
-        actuals: list[int] = []
-        goals: list[int] = []
-        for bucket, packed in buckets.items():
-            start = bucket * BUCKET_WIDTH_S
-            for offset, actual, goal in RECORD.iter_unpack(packed):
-                times.append(start + offset)
-                actuals.append(actual)
-                goals.append(goal)
-        return Columns(times, actuals, goals)
-    int64 = numpy.int64
-    records = numpy.frombuffer(b"".join(buckets.values()), RECORDS)
-    starts = numpy.fromiter(buckets, int64, len(buckets)) * BUCKET_WIDTH_S
-    times = starts.repeat([len(packed) // RECORD.size for packed in buckets.values()]) + records["offset"]
-    return Columns(times, records["actual"].astype(int64), records["goal"].astype(int64))
+def count(buckets: Mapping[int, Sequence[int | str]]) -> int:
+    return sum(map(len, buckets.values())) // 2
 
 
-def count(buckets: Mapping[int, bytes]) -> int:
-    return sum(len(packed) for packed in buckets.values()) // RECORD.size
-
-
-def span(buckets: Mapping[int, bytes]) -> tuple[int, int]:
+def span(buckets: Mapping[int, Sequence[int | str]]) -> tuple[int, int]:
     """The first and last time in non-empty buckets."""
-    first, last = min(buckets), max(buckets)
-    first_offset = RECORD.unpack_from(buckets[first])[0]
-    last_offset = RECORD.unpack_from(buckets[last], len(buckets[last]) - RECORD.size)[0]
-    return first * BUCKET_WIDTH_S + first_offset, last * BUCKET_WIDTH_S + last_offset
+    return int(buckets[min(buckets)][0]), int(buckets[max(buckets)][-2])
+
+
+def parse(members: bytes, points: int) -> Columns:
+    """Columns from `points` members joined by ":" ("time:actual:goal:time:actual:goal...")."""
+    if points < NUMPY_FROM:
+        numbers = orjson.loads(b"[" + members.replace(b":", b",") + b"]") if points else []
+        return Columns(numbers[0::3], numbers[1::3], numbers[2::3])
+    table = numpy.fromstring(members, numpy.int64, sep=":").reshape(points, 3)
+    return Columns(*(numpy.ascontiguousarray(table[:, column]) for column in range(3)))

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Any
 
-from sprockets_cache.points import Columns, unpack
+from sprockets_cache.points import Columns, parse
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,5 @@ class Factory:
 
     @classmethod
     def from_reply(cls, factory_id: int, reply: list[Any]) -> "Factory":
-        """From factory_read.lua's reply: name, version, points, then bucket numbers and packed buckets."""
-        buckets = {int(reply[i]): reply[i + 1] for i in range(3, len(reply), 2)}
-        return cls(factory_id, reply[0].decode(), int(reply[1]), unpack(buckets))
+        """From factory_read.lua's reply: name, version, the number of points and their members."""
+        return cls(factory_id, reply[0].decode(), int(reply[1]), parse(reply[3], reply[2]))

@@ -15,7 +15,7 @@ reserving the ids and saving the record leaves a gap in the ids, never a duplica
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from sprockets_cache.clock import now
 from sprockets_cache.models import FactoryIn, SprocketIn
-from sprockets_cache.points import RECORD, count, pack
+from sprockets_cache.points import Buckets, buckets, by_time, count
 from sprockets_cache.store import Store
 
 Progress = Callable[[str], None]
@@ -47,7 +47,7 @@ class SeedError(Exception):
 @dataclass(frozen=True, slots=True)
 class _Factory:
     name: str | None
-    buckets: dict[int, bytes]
+    buckets: Buckets
 
 
 @dataclass(slots=True)
@@ -87,7 +87,7 @@ async def unfinished(store: Store, paths: Sequence[Path]) -> list[Path]:
 
 
 def _read(path: Path, progress: Progress | None = None) -> _Seed:
-    """Parse, validate and pack one file, without touching Redis."""
+    """Parse and validate one file and group its points by bucket, without touching Redis."""
     started = time.perf_counter()
     data, document = _parse(path)
     parsed = time.perf_counter()
@@ -97,15 +97,15 @@ def _read(path: Path, progress: Progress | None = None) -> _Seed:
     validated = time.perf_counter()
     for model in models:
         if isinstance(model, FactoryIn):
-            seed.factories.append(_Factory(model.name, _packed(model)))
+            seed.factories.append(_Factory(model.name, _buckets(model)))
         else:
             seed.sprockets.append(model.model_dump())
     if progress:
         points = f", {seed.points} points" if seed.factories else ""
-        packed = time.perf_counter()
+        grouped = time.perf_counter()
         progress(
-            f"{path}: read {_counted(seed.count, kind)}{points} in {packed - started:.2f} s (parse "
-            f"{parsed - started:.2f} s, validate {validated - parsed:.2f} s, pack {packed - validated:.2f} s)"
+            f"{path}: read {_counted(seed.count, kind)}{points} in {grouped - started:.2f} s (parse "
+            f"{parsed - started:.2f} s, validate {validated - parsed:.2f} s, group {grouped - validated:.2f} s)"
         )
     return seed
 
@@ -167,11 +167,11 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
 
 
-def _packed(factory: FactoryIn) -> dict[int, bytes]:
+def _buckets(factory: FactoryIn) -> Buckets:
     chart_data = factory.chart_data
     if chart_data is None:
         return {}
-    return pack(chart_data.time, chart_data.sprocket_production_actual, chart_data.sprocket_production_goal)
+    return buckets(by_time(chart_data.time, chart_data.sprocket_production_actual, chart_data.sprocket_production_goal))
 
 
 async def _load_one(store: Store, seed: _Seed, progress: Progress | None) -> str:
@@ -243,14 +243,14 @@ async def _write_factories(store: Store, seed: _Seed, first_id: int, meter: _Met
             meter.add(count(chunk))
 
 
-def _chunks(buckets: Mapping[int, bytes]) -> Iterator[dict[int, bytes]]:
+def _chunks(buckets: Buckets) -> Iterator[Buckets]:
     """Whole buckets, in time order, about CHUNK_POINTS points at a time."""
-    chunk: dict[int, bytes] = {}
+    chunk: Buckets = {}
     size = 0
     for number in sorted(buckets):
         chunk[number] = buckets[number]
-        size += len(buckets[number])
-        if size >= CHUNK_POINTS * RECORD.size:
+        size += len(buckets[number]) // 2
+        if size >= CHUNK_POINTS:
             yield chunk
             chunk, size = {}, 0
     if chunk:

@@ -1,6 +1,6 @@
 """Everything the service keeps in Redis: sprockets, factories and their points.
 
-The store speaks in ids, dicts and packed points; it never sees a request.
+The store speaks in ids, dicts and points by bucket; it never sees a request.
 Each write that touches several keys is one Lua script over keys of one
 hash slot, so it is atomic on a single Redis and on a cluster alike.
 """
@@ -19,7 +19,7 @@ from sprockets_cache.clock import now
 from sprockets_cache.connections import Client, execute
 from sprockets_cache.errors import NotFound, TooManyPoints, VersionMismatch
 from sprockets_cache.keys import BUCKET_WIDTH_S
-from sprockets_cache.points import count, span
+from sprockets_cache.points import Buckets, count, span
 from sprockets_cache.records import Factory, Sprocket
 from sprockets_cache.scripts import Script
 
@@ -156,7 +156,7 @@ class Store:
         """Reserve `count` consecutive ids; returns the first."""
         return int(await self.redis.incrby(keys.FACTORY_NEXT_ID, count)) - count + 1
 
-    async def create_factory(self, factory_id: int, name: str, buckets: Mapping[int, bytes]) -> int:
+    async def create_factory(self, factory_id: int, name: str, buckets: Buckets) -> int:
         """Write a factory with its points under a reserved id. Returns its version.
 
         The index and the factory live in different hash slots, so this is two steps: the id is
@@ -165,11 +165,11 @@ class Store:
         await self.redis.zadd(keys.FACTORY_INDEX, {str(factory_id): factory_id})
         return await self._write(factory_id, buckets, {"name": name, "version": 0, "created_at": now()})
 
-    async def write_points(self, factory_id: int, buckets: Mapping[int, bytes]) -> int:
-        """Upsert packed buckets (see points.pack) into an existing factory. Returns its new version."""
+    async def write_points(self, factory_id: int, buckets: Buckets) -> int:
+        """Upsert points by bucket (see points.buckets) into an existing factory. Returns its new version."""
         return await self._write(factory_id, buckets, {})
 
-    async def _write(self, factory_id: int, buckets: Mapping[int, bytes], created: Mapping[str, Any]) -> int:
+    async def _write(self, factory_id: int, buckets: Buckets, created: Mapping[str, Any]) -> int:
         numbers = sorted(buckets)
         first, last = span(buckets) if buckets else (0, 0)
         reply = await self._write_factory(
@@ -177,14 +177,15 @@ class Store:
                 keys.key_for_factory(factory_id),
                 keys.key_for_factory_buckets(factory_id),
                 keys.key_for_factory_events(factory_id),
+                keys.key_for_factory_scratch(factory_id),
                 *(keys.key_for_factory_points(factory_id, n) for n in numbers),
             ],
             args=[
                 len(created),
                 *_fields(created),
                 *(first, last, count(buckets), EVENTS_KEPT),
-                *numbers,
-                *(buckets[n] for n in numbers),
+                *(item for n in numbers for item in (n, len(buckets[n]) // 2)),
+                *(item for n in numbers for item in buckets[n]),
             ],
         )
         if reply is None:

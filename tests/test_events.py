@@ -19,7 +19,7 @@ from sprockets_cache import events
 from sprockets_cache.app import create_app
 from sprockets_cache.connections import Client, connect, connect_subscribers
 from sprockets_cache.embedded import EmbeddedRedis
-from sprockets_cache.points import pack
+from sprockets_cache.points import buckets, by_time
 from sprockets_cache.settings import Settings
 from sprockets_cache.store import Store
 
@@ -290,7 +290,7 @@ async def test_the_store_reads_the_writes_after_an_event_id(redis_client: Client
     before = await store.newest_event_id(1)
     assert before == "0-0"
     for time in (10, 20):
-        await store.write_points(1, pack([time], [1], [1]))
+        await store.write_points(1, buckets(by_time([time], [1], [1])))
     async with store.subscribe() as subscriber:
         read = await subscriber.read_events(1, before, block_ms=100)
         assert [(event.first, event.last, event.points) for event in read] == [(10, 10, 1), (20, 20, 1)]

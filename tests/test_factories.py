@@ -253,11 +253,15 @@ async def test_concurrent_batches_into_one_factory_all_land(real_api: httpx.Asyn
     assert times == list(range(7000))
 
 
-async def test_points_are_packed_buckets_an_operator_can_list(api: httpx.AsyncClient, redis_client: Client) -> None:
-    await create(api, {"chart_data": chart((60, 1, 2), (7260, 3, 4))})
+async def test_points_are_sorted_sets_an_operator_can_read(api: httpx.AsyncClient, redis_client: Client) -> None:
+    await create(api, {"chart_data": chart((60, 1, 2), (7260, 3, 4), (7200, 5, 6))})
+    await api.post(f"{URL}/1/chart_data", json=chart((7260, 7, 8)))
     assert await redis_client.zrange("sc:{factory:1}:buckets", 0, -1) == [b"0", b"2"]
     assert await redis_client.hget("sc:{factory:1}:meta", "name") == b"Factory 1"
-    assert await redis_client.get("sc:{factory:1}:points:2") == bytes.fromhex("003c" + "00000003" + "00000004")
+    assert await redis_client.zrangebyscore("sc:{factory:1}:points:2", 7200, 7299, withscores=True) == [
+        (b"7200:5:6", 7200.0),
+        (b"7260:7:8", 7260.0),
+    ]
 
 
 async def test_each_write_of_points_adds_one_event_to_the_factory_stream(

@@ -12,14 +12,21 @@ from hypothesis import strategies as st
 from sprockets_cache.connections import Client, connect
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.models import MAX_COUNT, MAX_TIME
-from sprockets_cache.points import NUMPY_FROM, RECORD, pack, unpack
+from sprockets_cache.points import NUMPY_FROM, Buckets, buckets, by_time, parse
 from sprockets_cache.store import Store
 
 Point = tuple[int, int, int]
 # Mostly a few neighbouring hour buckets, so writes land in, before, after and between stored points.
 times = st.one_of(st.integers(0, 4 * 3600), st.integers(0, MAX_TIME))
 points = st.tuples(times, st.integers(0, MAX_COUNT), st.integers(0, MAX_COUNT))
-batches = st.lists(st.lists(points, max_size=40), max_size=8)
+# Runs of one point a second: more points to a bucket than its write script adds one by one.
+runs = st.builds(
+    lambda start, length, actual: [(start + i, actual + i, i) for i in range(length)],
+    st.integers(0, 4 * 3600),
+    st.integers(65, 400),
+    st.integers(0, 1000),
+)
+batches = st.lists(st.one_of(st.lists(points, max_size=40), runs), max_size=8)
 
 
 @pytest.fixture(params=["fakeredis", "redis-server"])
@@ -32,27 +39,27 @@ def new_client(request: pytest.FixtureRequest) -> Iterator[Callable[[], Client]]
         yield lambda: connect(redis_server.url)
 
 
-def columns(batch: list[Point]) -> tuple[list[int], list[int], list[int]]:
-    return [p[0] for p in batch], [p[1] for p in batch], [p[2] for p in batch]
+def packed(batch: list[Point]) -> Buckets:
+    return buckets(by_time([p[0] for p in batch], [p[1] for p in batch], [p[2] for p in batch]))
 
 
-def test_pack_keeps_the_last_point_at_a_time_and_sorts() -> None:
-    buckets = pack([7200, 5, 5, 3601], [1, 2, 3, 4], [5, 6, 7, 8])
-    assert sorted(buckets) == [0, 1, 2]
-    assert buckets[0] == RECORD.pack(5, 3, 7)
-    assert orjson.loads(orjson.dumps(unpack(buckets).as_chart_data())) == {
+def test_points_keep_the_last_at_a_time_sorted_into_buckets_of_readable_members() -> None:
+    points = by_time([7200, 5, 5, 3601], [1, 2, 3, 4], [5, 6, 7, 8])
+    assert orjson.loads(orjson.dumps(points.as_chart_data())) == {
         "sprocket_production_actual": [3, 4, 1],
         "sprocket_production_goal": [7, 8, 5],
         "time": [5, 3601, 7200],
     }
+    assert buckets(points) == {0: [5, "5:3:7"], 1: [3601, "3601:4:8"], 2: [7200, "7200:1:5"]}
 
 
-@pytest.mark.parametrize("points", [1, NUMPY_FROM - 1, NUMPY_FROM, 5000])
-def test_small_and_large_reads_decode_alike(points: int) -> None:
-    """Below NUMPY_FROM points unpack uses plain Python, from it on numpy: the JSON must not tell."""
+@pytest.mark.parametrize("points", [0, 1, NUMPY_FROM - 1, NUMPY_FROM, 5000])
+def test_small_and_large_reads_parse_alike(points: int) -> None:
+    """Below NUMPY_FROM points parse uses orjson, from it on numpy: the JSON must not tell."""
     times = [1_600_000_000 + 7 * i for i in range(points)]  # a few hundred buckets at most
     actuals, goals = [MAX_COUNT - i for i in range(points)], [i % 3 for i in range(points)]
-    columns = unpack(pack(times, actuals, goals))
+    members = ":".join(f"{t}:{a}:{g}" for t, a, g in zip(times, actuals, goals, strict=True)).encode()
+    columns = parse(members, points)
     assert orjson.loads(orjson.dumps(columns.as_chart_data())) == {
         "sprocket_production_actual": actuals,
         "sprocket_production_goal": goals,
@@ -78,7 +85,7 @@ def test_any_sequence_of_writes_reads_back_as_a_dict_of_time_to_point(
         await store.create_factory(1, "F", {})
         model: dict[int, tuple[int, int]] = {}
         for batch in writes:
-            await store.write_points(1, pack(*columns(batch)))
+            await store.write_points(1, packed(batch))
             model.update({time: (actual, goal) for time, actual, goal in batch})
         everything = (await store.get_factory(1, 0, MAX_TIME)).points
         in_range = (await store.get_factory(1, first, last)).points
@@ -94,14 +101,14 @@ def test_any_sequence_of_writes_reads_back_as_a_dict_of_time_to_point(
 
 
 def test_a_read_over_thousands_of_buckets_returns_each_point_once(new_client: Callable[[], Client]) -> None:
-    """The read script fetches buckets a thousand at a time: 2,500 hourly points cross two such steps."""
+    """2,500 hourly points: 2,500 buckets of one point, each read once."""
     times = [3600 * i + i % 60 for i in range(2500)]
 
     async def scenario() -> None:
         client = new_client()
         await client.flushdb()
         store = Store(client)
-        await store.create_factory(1, "F", pack(times, list(range(2500)), [7] * 2500))
+        await store.create_factory(1, "F", packed(list(zip(times, range(2500), [7] * 2500, strict=True))))
         everything = (await store.get_factory(1, 0, MAX_TIME)).points
         middle = (await store.get_factory(1, times[999], times[2001])).points
         await client.aclose()

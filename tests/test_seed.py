@@ -11,6 +11,7 @@ import redis.asyncio as redis
 
 from sprockets_cache import keys, seed
 from sprockets_cache.connections import Client
+from sprockets_cache.points import Buckets
 from sprockets_cache.seed import SeedError
 from sprockets_cache.store import Store
 from tests.conftest import keyspace
@@ -135,7 +136,7 @@ async def test_an_interrupted_factory_load_converges_on_rerun_into_the_same_ids(
     write_points = store.write_points
     calls = 0
 
-    async def dies_on_the_third_chunk(factory_id: int, buckets: dict[int, bytes]) -> int:
+    async def dies_on_the_third_chunk(factory_id: int, buckets: Buckets) -> int:
         nonlocal calls
         calls += 1
         if calls == 3:

@@ -2,52 +2,33 @@
 -- KEYS[1] the factory's hash, KEYS[2] its bucket index (sorted set of bucket numbers)
 -- ARGV[1] the prefix bucket keys are named with, ARGV[2] the first and ARGV[3] the last time (unix s),
 -- ARGV[4] the most points to return, ARGV[5] the width of a bucket in seconds
--- Returns false when there is no such factory, else {name, version, points, bucket, packed, bucket, packed, ...}
--- with the records outside the range cut off; just {name, version, points} when points is over the most.
+-- Returns false when there is no such factory, else {name, version, points, members}: the members
+-- ("time:actual:goal") of the points in the range, in time order, joined by ":"; just
+-- {name, version, points} when points is over the most.
 -- The bucket keys share the factory's hash tag, so they live in its slot on a cluster.
-local RECORD = 10
--- Buckets per MGET: one call for the usual range (each call from Lua costs about as much as a bucket),
--- and few enough to stay within what unpack() can pass.
-local MGET_AT_MOST = 1000
 local meta = redis.call('HMGET', KEYS[1], 'name', 'version')
 if not meta[2] then return false end
-local width = tonumber(ARGV[5])
-local first_time, last_time = tonumber(ARGV[2]), tonumber(ARGV[3])
-local first_bucket, last_bucket = math.floor(first_time / width), math.floor(last_time / width)
+local width, most = tonumber(ARGV[5]), tonumber(ARGV[4])
+local first_time, last_time = ARGV[2], ARGV[3]
+local first_bucket = math.floor(tonumber(first_time) / width)
+local last_bucket = math.floor(tonumber(last_time) / width)
 
--- The 1-based index of the first record whose offset is at least `target` (count + 1 if none).
-local function lower_bound(packed, target)
-  local low, high = 1, #packed / RECORD + 1
-  while low < high do
-    local middle = math.floor((low + high) / 2)
-    local hi, lo = string.byte(packed, (middle - 1) * RECORD + 1, (middle - 1) * RECORD + 2)
-    if hi * 256 + lo < target then low = middle + 1 else high = middle end
-  end
-  return low
-end
-
-local buckets = redis.call('ZRANGEBYSCORE', KEYS[2], first_bucket, last_bucket)
-local reply, points = {meta[1], meta[2], 0}, 0
-for chunk = 1, #buckets, MGET_AT_MOST do
-  local names = {}
-  for i = chunk, math.min(chunk + MGET_AT_MOST - 1, #buckets) do names[#names + 1] = ARGV[1] .. buckets[i] end
-  for i, packed in ipairs(redis.call('MGET', unpack(names))) do
-    local bucket = buckets[chunk + i - 1]
-    local number = tonumber(bucket)
-    -- Only the first and the last bucket can hold records outside the range.
-    if number == first_bucket or number == last_bucket then
-      local from = number == first_bucket and lower_bound(packed, first_time - first_bucket * width) or 1
-      local to = number == last_bucket and lower_bound(packed, last_time - last_bucket * width + 1) - 1
-        or #packed / RECORD
-      packed = to >= from and string.sub(packed, (from - 1) * RECORD + 1, to * RECORD) or ''
-    end
-    if #packed > 0 then
-      reply[#reply + 1] = bucket
-      reply[#reply + 1] = packed
-      points = points + #packed / RECORD
+local parts, points = {}, 0
+for _, bucket in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], first_bucket, last_bucket)) do
+  local key = ARGV[1] .. bucket
+  local number = tonumber(bucket)
+  -- Only the first and the last bucket can hold points outside the range.
+  local edge = number == first_bucket or number == last_bucket
+  if points > most then  -- too many to send: only count the rest
+    points = points + (edge and redis.call('ZCOUNT', key, first_time, last_time) or redis.call('ZCARD', key))
+  else
+    local members = edge and redis.call('ZRANGEBYSCORE', key, first_time, last_time)
+      or redis.call('ZRANGE', key, 0, -1)
+    if #members > 0 then
+      parts[#parts + 1] = table.concat(members, ':')
+      points = points + #members
     end
   end
 end
-if points > tonumber(ARGV[4]) then return {meta[1], meta[2], points} end
-reply[3] = points
-return reply
+if points > most then return {meta[1], meta[2], points} end
+return {meta[1], meta[2], points, table.concat(parts, ':')}

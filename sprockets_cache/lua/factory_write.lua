@@ -1,12 +1,22 @@
--- Upsert points into a factory's packed buckets (see points.py), optionally creating the factory,
+-- Upsert points into a factory's buckets (sorted sets, see points.py), optionally creating the factory,
 -- and tell its event stream, all in one step.
--- KEYS[1] the factory's hash, KEYS[2] its bucket index, KEYS[3] its event stream, KEYS[4..] the buckets written
+-- KEYS[1] the factory's hash, KEYS[2] its bucket index, KEYS[3] its event stream, KEYS[4] a scratch key
+-- (empty before and after), KEYS[5..] the buckets written
 -- ARGV[1] m, the number of field, value pairs that follow to create the factory with (0: it must exist)
 -- ARGV[2 .. 2m+1] those pairs; then the first and last time written, the number of points, and the
--- number of events the stream keeps; then one bucket number per bucket key; then one packed value per
--- bucket key, records sorted by offset with no offset repeated.
+-- number of events the stream keeps; then for each bucket key its number and how many points it gets;
+-- then the points, bucket after bucket, as time, member pairs in time order with no time repeated.
 -- Returns the factory's new version, or false when it does not exist.
-local RECORD = 10
+
+-- A ZADD into a compact (listpack) sorted set walks it for each member: 0.17 s for 3,600 points in one
+-- ZADD. Past this many points, they go into the scratch key as a skiplist (O(log n) a point) and one
+-- ZUNIONSTORE writes the bucket in a single pass, compact again when it fits.
+local DIRECT_AT_MOST = 64
+-- Arguments per ZADD: unpack() passes at most about 8,000 values.
+local ARGS_AT_MOST = 7000
+-- A member longer than zset-max-listpack-value makes a sorted set a skiplist from its first ZADD.
+local LONG = string.rep('-', 1024)
+
 local pairs_count = tonumber(ARGV[1])
 if pairs_count > 0 then
   redis.call('HSET', KEYS[1], unpack(ARGV, 2, 2 * pairs_count + 1))
@@ -14,44 +24,61 @@ elseif redis.call('EXISTS', KEYS[1]) == 0 then
   return false
 end
 
-local function offset(packed, index)
-  local high, low = string.byte(packed, (index - 1) * RECORD + 1, (index - 1) * RECORD + 2)
-  return high * 256 + low
+local function zadd(key, list, from, to)
+  for i = from, to, ARGS_AT_MOST do
+    redis.call('ZADD', key, unpack(list, i, math.min(i + ARGS_AT_MOST - 1, to)))
+  end
 end
 
--- Merge two sorted runs of records; on equal offsets the new record wins.
-local function merge(old, new)
-  local out = {}
-  local old_count, new_count = #old / RECORD, #new / RECORD
-  local i = 1
-  for j = 1, new_count do
-    local target = offset(new, j)
-    local start = i
-    while i <= old_count and offset(old, i) < target do i = i + 1 end
-    if i > start then out[#out + 1] = string.sub(old, (start - 1) * RECORD + 1, (i - 1) * RECORD) end
-    out[#out + 1] = string.sub(new, (j - 1) * RECORD + 1, j * RECORD)
-    if i <= old_count and offset(old, i) == target then i = i + 1 end
+-- Add the time, member pairs list[from .. to] to the sorted set `key`.
+local function add(key, list, from, to)
+  if (to - from + 1) / 2 <= DIRECT_AT_MOST then
+    zadd(key, list, from, to)
+    return
   end
-  if i <= old_count then out[#out + 1] = string.sub(old, (i - 1) * RECORD + 1) end
-  return table.concat(out)
+  local scratch = KEYS[4]
+  redis.call('ZADD', scratch, 0, LONG)
+  zadd(scratch, list, from, to)
+  redis.call('ZREM', scratch, LONG)
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('ZUNIONSTORE', key, 2, key, scratch, 'AGGREGATE', 'MAX')
+  else
+    redis.call('ZUNIONSTORE', key, 1, scratch)
+  end
+  redis.call('DEL', scratch)
 end
 
 local span = 2 * pairs_count + 2
 local first_time, last_time, points, events_kept = ARGV[span], ARGV[span + 1], ARGV[span + 2], ARGV[span + 3]
-local buckets = #KEYS - 3
-local first_bucket = span + 4
+local buckets = #KEYS - 4
+local at = span + 4 + 2 * buckets  -- the first point's time
 for k = 1, buckets do
-  local key, bucket, new = KEYS[k + 3], ARGV[first_bucket + k - 1], ARGV[first_bucket + buckets + k - 1]
-  local old = redis.call('GET', key)
-  if not old then
-    redis.call('SET', key, new)
+  local key, bucket = KEYS[k + 4], ARGV[span + 2 + 2 * k]
+  local from = at
+  local to = from + 2 * tonumber(ARGV[span + 3 + 2 * k]) - 1
+  at = to + 1
+  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if #newest == 0 then
     redis.call('ZADD', KEYS[2], bucket, bucket)
-  elseif offset(new, 1) > offset(old, #old / RECORD) then
-    -- The usual case: newer points. SET, not APPEND: APPEND leaves up to half a string's
-    -- allocation unused (measured: 25 bytes a point instead of 14), SET sizes it exactly.
-    redis.call('SET', key, old .. new)
+    add(key, ARGV, from, to)
+  elseif tonumber(ARGV[from]) > tonumber(newest[2]) then
+    add(key, ARGV, from, to)  -- the usual case: newer points
   else
-    redis.call('SET', key, merge(old, new))
+    -- Some of these times may hold points: take out every point between the first and the last time
+    -- written (one pass), then add the new points and those of the others back.
+    local written = {}
+    for i = from, to, 2 do written[tonumber(ARGV[i])] = true end
+    local old = redis.call('ZRANGEBYSCORE', key, ARGV[from], ARGV[to - 1], 'WITHSCORES')
+    local list = {}
+    for i = 1, #old, 2 do
+      if not written[tonumber(old[i + 1])] then
+        list[#list + 1] = old[i + 1]
+        list[#list + 1] = old[i]
+      end
+    end
+    for i = from, to do list[#list + 1] = ARGV[i] end
+    redis.call('ZREMRANGEBYSCORE', key, ARGV[from], ARGV[to - 1])
+    add(key, list, 1, #list)
   end
 end
 if buckets == 0 and pairs_count == 0 then

@@ -20,7 +20,8 @@ from sprockets_cache.keys import BUCKET_WIDTH_S
 NUMPY_FROM = 256
 
 Column = list[int] | numpy.ndarray[tuple[int], numpy.dtype[numpy.int64]]
-# For each bucket number, in order: its points as ZADD's arguments, time and member pairs in time order.
+# For each bucket number, in order: its points as ZADD's arguments, time and member pairs, newest first
+# (a ZADD into a compact sorted set walks it from the start to find each member's place).
 Buckets = dict[int, list[int | str]]
 
 
@@ -64,14 +65,17 @@ def by_time(times: Sequence[int], actuals: Sequence[int], goals: Sequence[int]) 
 
 def buckets(points: Columns) -> Buckets:
     """Points in time order (see by_time), split into buckets."""
-    times, actuals, goals = points.time, points.actual, points.goal
+    times = points.time
+    members = [f"{time}:{actual}:{goal}" for time, actual, goal in zip(times, points.actual, points.goal, strict=True)]
     grouped: Buckets = {}
     start = 0
     while start < len(times):
         bucket = int(times[start]) // BUCKET_WIDTH_S
         end = bisect.bisect_left(times, (bucket + 1) * BUCKET_WIDTH_S, start)
-        rows = zip(times[start:end], actuals[start:end], goals[start:end], strict=True)
-        grouped[bucket] = [item for time, actual, goal in rows for item in (time, f"{time}:{actual}:{goal}")]
+        pairs: list[int | str] = [0] * (2 * (end - start))
+        pairs[0::2] = times[start:end][::-1]
+        pairs[1::2] = members[start:end][::-1]
+        grouped[bucket] = pairs
         start = end
     return grouped
 
@@ -82,7 +86,7 @@ def count(buckets: Mapping[int, Sequence[int | str]]) -> int:
 
 def span(buckets: Mapping[int, Sequence[int | str]]) -> tuple[int, int]:
     """The first and last time in non-empty buckets."""
-    return int(buckets[min(buckets)][0]), int(buckets[max(buckets)][-2])
+    return int(buckets[min(buckets)][-2]), int(buckets[max(buckets)][0])
 
 
 def parse(members: bytes, points: int) -> Columns:

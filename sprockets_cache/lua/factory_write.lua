@@ -5,12 +5,13 @@
 -- ARGV[1] m, the number of field, value pairs that follow to create the factory with (0: it must exist)
 -- ARGV[2 .. 2m+1] those pairs; then the first and last time written, the number of points, and the
 -- number of events the stream keeps; then for each bucket key its number and how many points it gets;
--- then the points, bucket after bucket, as time, member pairs in time order with no time repeated.
+-- then the points, bucket after bucket, as time, member pairs, newest first, with no time repeated.
 -- Returns the factory's new version, or false when it does not exist.
 
--- A ZADD into a compact (listpack) sorted set walks it for each member: 0.17 s for 3,600 points in one
--- ZADD. Past this many points, they go into the scratch key as a skiplist (O(log n) a point) and one
--- ZUNIONSTORE writes the bucket in a single pass, compact again when it fits.
+-- A ZADD into a compact (listpack) sorted set walks it for each member, to look for the member and
+-- then from the start to the member's place (so newest first costs less): 0.17 s for 3,600 points in
+-- time order. Past this many points, they go into the scratch key as a skiplist (O(log n) a point)
+-- and one ZUNIONSTORE writes the bucket in a single pass, compact again when it fits.
 local DIRECT_AT_MOST = 64
 -- Arguments per ZADD: unpack() passes at most about 8,000 values.
 local ARGS_AT_MOST = 7000
@@ -61,14 +62,14 @@ for k = 1, buckets do
   if #newest == 0 then
     redis.call('ZADD', KEYS[2], bucket, bucket)
     add(key, ARGV, from, to)
-  elseif tonumber(ARGV[from]) > tonumber(newest[2]) then
+  elseif tonumber(ARGV[to - 1]) > tonumber(newest[2]) then
     add(key, ARGV, from, to)  -- the usual case: newer points
   else
     -- Some of these times may hold points: take out every point between the first and the last time
     -- written (one pass), then add the new points and those of the others back.
     local written = {}
     for i = from, to, 2 do written[tonumber(ARGV[i])] = true end
-    local old = redis.call('ZRANGEBYSCORE', key, ARGV[from], ARGV[to - 1], 'WITHSCORES')
+    local old = redis.call('ZRANGEBYSCORE', key, ARGV[to - 1], ARGV[from], 'WITHSCORES')
     local list = {}
     for i = 1, #old, 2 do
       if not written[tonumber(old[i + 1])] then
@@ -77,7 +78,7 @@ for k = 1, buckets do
       end
     end
     for i = from, to do list[#list + 1] = ARGV[i] end
-    redis.call('ZREMRANGEBYSCORE', key, ARGV[from], ARGV[to - 1])
+    redis.call('ZREMRANGEBYSCORE', key, ARGV[to - 1], ARGV[from])
     add(key, list, 1, #list)
   end
 end

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from sprockets_cache import docs, events, factories, home, openapi, sprockets
+from sprockets_cache import docs, events, factories, home, migration, openapi, sprockets
 from sprockets_cache.connections import UNAVAILABLE_ERRORS, UNAVAILABLE_OR_LATE, Client, connect, connect_subscribers
 from sprockets_cache.deadlines import Deadlines
 from sprockets_cache.observability import AccessLog, Metrics, RequestObserver, metrics_endpoint
@@ -156,6 +156,11 @@ def create_app(
         )
         try:
             await _wait_for_redis(store, settings.redis_startup_wait_s, settings.redis_timeout_s)
+            try:
+                await migration.check(store)
+            except migration.OutdatedStore as error:
+                log.error("cannot serve: %s", error)
+                raise
             _tune_gc()
             yield {"store": store, "settings": settings, "metrics": metrics, "deadlines": deadlines}
         finally:

@@ -1,4 +1,4 @@
-"""`python -m sprockets_cache serve | seed | run`: the service's entry points.
+"""`python -m sprockets_cache serve | seed | run | migrate | export | keys`: the service's entry points.
 
 Options fall back to environment variables (HOST, PORT, WORKERS; Redis settings
 as in settings.py), and every command is safe to rerun.
@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as redis
 import uvicorn
 
-from sprockets_cache import seed
+from sprockets_cache import migration, seed
 from sprockets_cache.connections import connect
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.observability import MULTIPROCESS_DIR, configure_logging
@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_address(run)
     run.set_defaults(command=_run)
+
+    migrate = commands.add_parser(
+        "migrate", help="convert a store of an earlier version (points in packed strings) to sorted sets"
+    )
+    migrate.set_defaults(command=_migrate)
 
     api_keys = commands.add_parser("keys", help="API keys")
     api_keys.add_argument("action", choices=["new"], help="new: print a fresh key and its SHA-256 digest")
@@ -156,7 +161,7 @@ def _load_seeds(
     """Load the files and report what happened; the exit code: 2 for a broken file, 1 when Redis fails."""
     try:
         lines = asyncio.run(_load(settings, paths, progress, only_if_empty))
-    except seed.SeedError as error:
+    except (seed.SeedError, migration.OutdatedStore) as error:
         _to_stderr(str(error))
         return 2
     except (redis.ConnectionError, redis.TimeoutError) as error:
@@ -177,6 +182,7 @@ async def _load(
     try:
         # Fail fast on an unreachable Redis, before reading big files.
         await store.ping()
+        await migration.check(store)
         if only_if_empty and not await store.is_empty():
             # Data is there already; only finish a seed load that a crash cut short.
             paths = await seed.unfinished(store, paths)
@@ -185,6 +191,31 @@ async def _load(
         return await seed.load(store, paths, progress)
     finally:
         await store.close()
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    return _migrate_store(Settings.from_env(), _to_stderr, _to_stdout)
+
+
+def _migrate_store(settings: Settings, progress: seed.Progress, report: seed.Progress) -> int:
+    """Convert the store to this version's format; the exit code: 2 for a newer format, 1 when Redis fails."""
+
+    async def convert() -> str:
+        store = Store(connect(settings.redis_url, settings.redis_cluster, settings.redis_timeout_s))
+        try:
+            return await migration.migrate(store, progress)
+        finally:
+            await store.close()
+
+    try:
+        report(asyncio.run(convert()))
+    except migration.OutdatedStore as error:
+        _to_stderr(str(error))
+        return 2
+    except redis.RedisError as error:
+        _to_stderr(f"Redis at {_redacted(settings.redis_url)} failed: {error}")
+        return 1
+    return 0
 
 
 def _redacted(url: str) -> str:
@@ -211,7 +242,8 @@ def _run(args: argparse.Namespace) -> int:
             # So `make seed` in another terminal finds this Redis.
             (DATA_DIR / "redis.url").write_text(embedded.url + "\n")
             log.info("embedded Redis at %s, AOF under %s", embedded.url, embedded.data_dir)
-        code = _seed_for_run()
+        # A ./data of an earlier version is converted before anything reads it.
+        code = _migrate_store(Settings.from_env(), log.info, log.info) or _seed_for_run()
         if code:
             return code
         return _serve(args)

@@ -162,7 +162,10 @@ class Store:
         The index and the factory live in different hash slots, so this is two steps: the id is
         listed first, and lists skip ids whose factory is not written (yet, or ever, after a crash).
         """
-        await self.redis.zadd(keys.FACTORY_INDEX, {str(factory_id): factory_id})
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(keys.SCHEMA, keys.SCHEMA_VERSION, nx=True)  # points in this format are on their way
+            pipe.zadd(keys.FACTORY_INDEX, {str(factory_id): factory_id})
+            await pipe.execute()
         return await self._write(factory_id, buckets, {"name": name, "version": 0, "created_at": now()})
 
     async def write_points(self, factory_id: int, buckets: Buckets) -> int:

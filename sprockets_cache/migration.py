@@ -1,0 +1,77 @@
+"""The store's format, and the conversion of its first format's points into sorted sets.
+
+Format 1 (no `keys.SCHEMA` key) kept each bucket of points as a string of packed 10-byte records;
+format 2 keeps sorted sets a person can read (points.py). `migrate` converts bucket by bucket, each
+in one Lua step that leaves a converted bucket alone, so a conversion cut short (killed, Redis gone)
+finishes on a rerun, with nothing lost or doubled; the version key is written only at the end.
+Versions (ETags) and event streams are kept: the points are the same.
+"""
+
+import asyncio
+from collections.abc import Callable
+
+from sprockets_cache import keys
+from sprockets_cache.scripts import Script
+from sprockets_cache.store import Store
+
+SCHEMA_VERSION = keys.SCHEMA_VERSION
+MIGRATE_COMMAND = "python -m sprockets_cache migrate"
+# Buckets converted at once: each is one script call of a millisecond or less.
+BUCKETS_AT_ONCE = 50
+
+
+class OutdatedStore(Exception):
+    """The store's points are in a format this version does not read."""
+
+
+async def check(store: Store) -> None:
+    """Start-up: OutdatedStore unless the store is in this version's format or holds no factory yet."""
+    version = await _version(store)
+    if version == SCHEMA_VERSION or (version is None and not await store.redis.exists(keys.FACTORY_INDEX)):
+        return
+    if version is None:
+        raise OutdatedStore(
+            "the store holds production points in the packed format of an earlier version; "
+            f"convert them with `{MIGRATE_COMMAND}` (same REDIS_URL), then start again"
+        )
+    raise OutdatedStore(f"the store is in format {version}, written by a newer version; this one reads format 2")
+
+
+async def migrate(store: Store, progress: Callable[[str], None]) -> str:
+    """Convert every factory's buckets to sorted sets; returns what was done."""
+    try:
+        await check(store)
+        return f"the store is in format {SCHEMA_VERSION}: nothing to convert"
+    except OutdatedStore:
+        if await _version(store) is not None:
+            raise  # a newer format
+    convert = Script(store.redis, "bucket_convert")
+    factories = buckets = points = 0
+    for factory_id in map(int, await store.redis.zrange(keys.FACTORY_INDEX, 0, -1)):
+        numbers = list(map(int, await store.redis.zrange(keys.key_for_factory_buckets(factory_id), 0, -1)))
+        converted = []
+        for start in range(0, len(numbers), BUCKETS_AT_ONCE):
+            calls = (_convert(convert, factory_id, number) for number in numbers[start : start + BUCKETS_AT_ONCE])
+            converted += await asyncio.gather(*calls)
+        factories += 1
+        buckets += sum(1 for count in converted if count)
+        points += sum(converted)
+        if any(converted):
+            progress(f"factory {factory_id}: converted {sum(converted)} points")
+    await store.redis.set(keys.SCHEMA, SCHEMA_VERSION)
+    return (
+        f"converted {points} points in {buckets} buckets of {factories} factories; "
+        f"the store is in format {SCHEMA_VERSION}"
+    )
+
+
+async def _version(store: Store) -> int | None:
+    version = await store.redis.get(keys.SCHEMA)
+    return None if version is None else int(version)
+
+
+async def _convert(convert: Script, factory_id: int, bucket: int) -> int:
+    """The points of one bucket converted (0 when it was converted before)."""
+    bucket_keys = [keys.key_for_factory_points(factory_id, bucket), keys.key_for_factory_scratch(factory_id)]
+    converted: int = await convert(keys=bucket_keys, args=[bucket * keys.BUCKET_WIDTH_S])
+    return converted

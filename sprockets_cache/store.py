@@ -281,23 +281,39 @@ class Store:
         """Reserve `count` consecutive sprocket ids; returns the first."""
         return int(await self.redis.incrby(keys.SPROCKET_NEXT_ID, count)) - count + 1
 
-    async def put_sprockets(self, first_id: int, sprockets: Sequence[Mapping[str, Any]]) -> None:
-        """Write sprockets as new (version 1) under the reserved ids first_id, first_id + 1, ... and list them.
+    async def put_sprockets(self, ids: Sequence[int], sprockets: Sequence[Mapping[str, Any]]) -> None:
+        """Write sprockets as new (version 1) under reserved ids, and list them.
 
-        Each mapping holds the same fields. A sprocket already at one of those ids is replaced.
+        Each mapping holds the same fields, and created_at and updated_at if they are to be kept (else
+        now). A sprocket already at one of those ids is replaced.
         """
         if not sprockets:
             return
         stamp = now()
-        ids = range(first_id, first_id + len(sprockets))
         rows = []
         for sprocket_id, fields in zip(ids, sprockets, strict=True):
-            values = {**fields, "created_at": stamp, "updated_at": stamp}
+            values = {"created_at": stamp, "updated_at": stamp, **fields}
+            values = {name: values[name] for name in (*SPROCKET_FIELDS, "created_at", "updated_at")}
             rows.append({**values, "json": _sprocket_json(sprocket_id, values)})
         await self._put_sprockets(
             keys=[keys.SPROCKET_INDEX, *(keys.key_for_sprocket(i) for i in ids)],
             args=[len(rows[0]), *ids, *(item for row in rows for item in _fields(row))],
         )
+
+    async def taken_ids(self, kind: str, ids: Sequence[int]) -> list[int]:
+        """Those of `ids` that a factory or sprocket (`kind`) has."""
+        index = keys.FACTORY_INDEX if kind == "factories" else keys.SPROCKET_INDEX
+        scores = await self.redis.zmscore(index, list(ids)) if ids else []
+        return [i for i, score in zip(ids, scores, strict=True) if score is not None]
+
+    async def raise_next_id(self, kind: str, at_least: int) -> None:
+        """Make sure the id counter of factories or sprockets (`kind`) hands out no id up to `at_least`."""
+        counter = keys.FACTORY_NEXT_ID if kind == "factories" else keys.SPROCKET_NEXT_ID
+        await self._raise_counter(keys=[counter], args=[at_least])
+
+    @functools.cached_property
+    def _raise_counter(self) -> Script:
+        return Script(self.redis, "counter_raise")
 
     async def is_empty(self) -> bool:
         """True when there is no factory and no sprocket."""

@@ -1,6 +1,7 @@
 import hashlib
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,7 @@ async def test_each_loaded_file_is_recorded_by_content_digest(store: Store, redi
         "kind": "factories",
         "first_id": 1,
         "count": 3,
+        "ids_kept": False,
         "state": "done",
     }
 
@@ -175,10 +177,10 @@ async def test_an_interrupted_sprocket_load_converges_on_rerun_into_the_same_ids
     path = write(tmp_path / "sprockets.json", {"sprockets": sprockets})
     put_sprockets = store.put_sprockets
 
-    async def dies_on_the_second_batch(first_id: int, batch: list[dict[str, Any]]) -> None:
-        if first_id > 1:
+    async def dies_on_the_second_batch(ids: list[int], batch: list[dict[str, Any]]) -> None:
+        if ids[0] > 1:
             raise redis.ConnectionError("killed")
-        await put_sprockets(first_id, batch)
+        await put_sprockets(ids, batch)
 
     monkeypatch.setattr(store, "put_sprockets", dies_on_the_second_batch)
     with pytest.raises(redis.ConnectionError):
@@ -244,8 +246,7 @@ SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch":
         ({"sprockets": [{**SPROCKET, "teeth": 5.0}]}, "sprockets[0].teeth: Input should be a valid integer"),
         ({"sprockets": {}}, "sprockets: Input should be a valid list"),
         ({"sprockets": [], "widgets": []}, "widgets: Extra inputs are not permitted"),
-        ([SPROCKET], 'must be a JSON object holding one list, "factories" or "sprockets"'),
-        ({"sprockets": [], "factories": []}, 'must be a JSON object holding one list, "factories" or "sprockets"'),
+        ([SPROCKET], 'must be a JSON object holding a list "factories", "sprockets" or both'),
     ],
     ids=[
         "negative-time",
@@ -259,7 +260,6 @@ SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch":
         "not-a-list",
         "unknown-top-level",
         "top-level-list",
-        "both-kinds",
     ],
 )
 async def test_a_rule_broken_names_file_and_path_and_writes_nothing(
@@ -285,26 +285,79 @@ async def test_every_broken_rule_is_listed_up_to_a_limit(store: Store, tmp_path:
     assert lines[1] == f"{path}: sprockets[1].teeth: Input should be greater than or equal to 1"
 
 
-async def test_what_the_api_lists_loads_back_with_fresh_ids(
+async def test_what_the_api_lists_loads_back_with_its_ids_and_timestamps(
     api: httpx.AsyncClient, redis_client: Client, store: Store, tmp_path: Path
 ) -> None:
     await seed.load(store, [FACTORY_SEED, SPROCKET_SEED])
     await api.post("/api/v1/factories", json={"name": "Line A", "chart_data": chart([(7200, 5, 6), (60, 1, 2)])})
-    # One page with a next_cursor: the cursor, ids and timestamps are ignored.
+    await api.delete("/api/v1/sprockets/1")
+    # One page with a next_cursor: the cursor is ignored; ids, with their gaps, and timestamps are kept.
     factories = (await api.get("/api/v1/factories", params={"limit": 4})).json()
-    sprockets = (await api.get("/api/v1/sprockets", params={"limit": 2})).json()
+    sprockets = (await api.get("/api/v1/sprockets", params={"limit": 1})).json()
     assert factories["next_cursor"] is None and sprockets["next_cursor"] is not None
     await redis_client.flushall()
 
     exported = [write(tmp_path / "factories.json", factories), write(tmp_path / "sprockets.json", sprockets)]
     lines = await seed.load(store, exported)
 
-    assert lines[0] == f"{exported[0]}: loaded 4 factories (ids 1-4, 62 points)"
-    assert (await api.get("/api/v1/factories")).json() == factories
-    reloaded = (await api.get("/api/v1/sprockets")).json()["sprockets"]
-    assert [{**s, "created_at": "", "updated_at": ""} for s in reloaded] == [
-        {**s, "created_at": "", "updated_at": ""} for s in sprockets["sprockets"]
+    assert lines == [
+        f"{exported[0]}: loaded 4 factories (ids 1-4, 62 points)",
+        f"{exported[1]}: loaded 1 sprocket (id 2)",
     ]
+    assert (await api.get("/api/v1/factories")).json() == factories
+    assert (await api.get("/api/v1/sprockets")).json()["sprockets"] == sprockets["sprockets"]
+    # The counters moved past the kept ids.
+    assert (await api.post("/api/v1/factories", json={})).json()["id"] == 5
+    assert (await api.post("/api/v1/sprockets", json=SPROCKET)).json()["id"] == 3
+
+
+async def test_a_file_of_both_lists_loads_both_once(store: Store, redis_client: Client, tmp_path: Path) -> None:
+    both = {"factories": [{"name": "A"}, {"name": "B"}], "sprockets": [SPROCKET]}
+    path = write(tmp_path / "both.json", both)
+
+    assert await seed.load(store, [path]) == [
+        f"{path}: loaded 2 factories (ids 1-2, 0 points)",
+        f"{path}: loaded 1 sprocket (id 1)",
+    ]
+    [again_factories, again_sprockets] = await seed.load(store, [path])
+
+    assert again_factories.startswith(f"{path}: already loaded 2 factories")
+    assert again_sprockets.startswith(f"{path}: already loaded 1 sprocket")
+    assert len(await seed_records(redis_client)) == 2
+
+
+async def test_a_file_that_keeps_ids_is_refused_where_one_is_taken_and_writes_nothing(
+    store: Store, redis_client: Client, tmp_path: Path
+) -> None:
+    await store.create_sprocket(SPROCKET)
+    before = await keyspace(redis_client)
+    both = {"factories": [{"id": 7, "name": "A"}], "sprockets": [{"id": 4, **SPROCKET}, {"id": 1, **SPROCKET}]}
+    path = write(tmp_path / "export.json", both)
+
+    with pytest.raises(SeedError, match=rf"^{path}: sprockets 1 exist already: a list that keeps its ids"):
+        await seed.load(store, [path])
+
+    assert await keyspace(redis_client) == before
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        ([{"id": 1, **SPROCKET}, SPROCKET], "sprockets: every item has an id (they are kept) or none has"),
+        ([{"id": 2, **SPROCKET}, {"id": 2, **SPROCKET}], "sprockets: an id appears twice"),
+        ([{"id": 0, **SPROCKET}], "sprockets[0].id: must be a whole number from 1 to 9223372036854775807"),
+        ([{"id": "1", **SPROCKET}], "sprockets[0].id: must be a whole number"),
+        ([{"id": 1, **SPROCKET, "created_at": "yesterday"}], "sprockets[0].created_at: must be an RFC 3339 time"),
+    ],
+    ids=["some-ids", "repeated-id", "zero", "string-id", "bad-time"],
+)
+async def test_bad_ids_and_times_are_refused_before_anything_is_written(
+    store: Store, redis_client: Client, tmp_path: Path, items: list[Any], message: str
+) -> None:
+    path = write(tmp_path / "bad.json", {"sprockets": items})
+    with pytest.raises(SeedError, match=rf"^{path}: {re.escape(message)}"):
+        await seed.load(store, [path])
+    assert await redis_client.dbsize() == 0
 
 
 async def test_out_of_order_times_end_up_ordered_and_a_repeated_time_keeps_the_last(

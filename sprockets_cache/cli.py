@@ -15,12 +15,13 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as redis
 import uvicorn
 
-from sprockets_cache import migration, seed
+from sprockets_cache import export, migration, seed
 from sprockets_cache.connections import connect
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.observability import MULTIPROCESS_DIR, configure_logging
@@ -66,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
         "migrate", help="convert a store of an earlier version (points in packed strings) to sorted sets"
     )
     migrate.set_defaults(command=_migrate)
+
+    backup = commands.add_parser(
+        "export", help="write every factory and sprocket, with their ids, as one seed file (a backup)"
+    )
+    backup.add_argument("--out", type=Path, metavar="FILE", help="write here (replaced when complete); else stdout")
+    backup.set_defaults(command=_export)
 
     api_keys = commands.add_parser("keys", help="API keys")
     api_keys.add_argument("action", choices=["new"], help="new: print a fresh key and its SHA-256 digest")
@@ -164,12 +171,8 @@ def _load_seeds(
     except (seed.SeedError, migration.OutdatedStore) as error:
         _to_stderr(str(error))
         return 2
-    except (redis.ConnectionError, redis.TimeoutError) as error:
-        _to_stderr(f"cannot reach Redis at {_redacted(settings.redis_url)}: {error}")
-        return 1
     except redis.RedisError as error:
-        _to_stderr(f"Redis at {_redacted(settings.redis_url)} failed: {error}")
-        return 1
+        return _redis_failed(settings, error)
     for line in lines:
         report(line)
     return 0
@@ -213,9 +216,49 @@ def _migrate_store(settings: Settings, progress: seed.Progress, report: seed.Pro
         _to_stderr(str(error))
         return 2
     except redis.RedisError as error:
-        _to_stderr(f"Redis at {_redacted(settings.redis_url)} failed: {error}")
-        return 1
+        return _redis_failed(settings, error)
     return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+
+    async def write(out: BinaryIO) -> str:
+        store = Store(connect(settings.redis_url, settings.redis_cluster, settings.redis_timeout_s))
+        try:
+            await migration.check(store)
+            return await export.write(store, out)
+        finally:
+            await store.close()
+
+    try:
+        if args.out is None:
+            what = asyncio.run(write(sys.stdout.buffer))
+        else:
+            # Into a file beside the target, renamed when complete: a failed export leaves no half file.
+            partial = args.out.with_name(f".{args.out.name}.partial")
+            try:
+                with partial.open("wb") as out:
+                    what = asyncio.run(write(out))
+                partial.replace(args.out)
+            finally:
+                partial.unlink(missing_ok=True)
+    except migration.OutdatedStore as error:
+        _to_stderr(str(error))
+        return 2
+    except redis.RedisError as error:
+        return _redis_failed(settings, error)
+    _to_stderr(f"exported {what}" + (f" to {args.out}" if args.out else ""))
+    return 0
+
+
+def _redis_failed(settings: Settings, error: redis.RedisError) -> int:
+    """Say what went wrong with Redis, in one line; the exit code."""
+    if isinstance(error, redis.ConnectionError | redis.TimeoutError):
+        _to_stderr(f"cannot reach Redis at {_redacted(settings.redis_url)}: {error}")
+    else:
+        _to_stderr(f"Redis at {_redacted(settings.redis_url)} failed: {error}")
+    return 1
 
 
 def _redacted(url: str) -> str:

@@ -72,7 +72,7 @@ def ratio(comparison: Comparison, field: str) -> float:
     return float(statistics.median(ratios(comparison, field)))
 
 
-def _number(value: float, unit: str) -> str:
+def number(value: float, unit: str) -> str:
     if unit in ("req/s", "points/s"):
         return f"{value:,.0f}"
     return f"{value:,.1f}" if unit in ("µs", "bytes") else f"{value:,.2f}"
@@ -91,8 +91,8 @@ def comparison_rows(comparison: Comparison) -> list[list[str]]:
         rows.append(
             [
                 f"{comparison.name}: {label}",
-                _number(api, unit),
-                _number(base, unit),
+                number(api, unit),
+                number(base, unit),
                 f"{paired:.2f}x",
                 target.text if target else "",
                 target.verdict(paired) if target else "",
@@ -102,7 +102,7 @@ def comparison_rows(comparison: Comparison) -> list[list[str]]:
 
 
 def figure_row(name: str, value: float | None, unit: str, target: Target) -> list[str]:
-    shown = "not measured" if value is None else _number(value, unit)
+    shown = "not measured" if value is None else number(value, unit)
     return [name, shown, "", "", target.text, target.verdict(value)]
 
 

@@ -19,6 +19,7 @@ from servers import ROOT
 from sprockets_cache import keys
 from sprockets_cache.connections import connect
 from sprockets_cache.models import MAX_TIME
+from sprockets_cache.points import buckets, by_time
 from sprockets_cache.store import Store
 
 # Points as bench/storage.py makes them, so its figures and ours describe the same data.
@@ -124,8 +125,26 @@ def used_memory(redis_url: str, settle_s: float = 15.0) -> int:
         client.close()
 
 
+def memory_at_one_point_a_second(redis_url: str, points: int) -> float:
+    """used_memory growth a point over `points` points a second, written through the store into a factory of
+    their own (an hour's bucket holds 3,600 points), in 10,000-point writes."""
+    before = used_memory(redis_url)
+
+    async def write() -> None:
+        store = Store(connect(redis_url, timeout_s=60))
+        factory_id = await store.new_factory_ids()
+        await store.create_factory(factory_id, "a point a second", {})
+        for first in range(0, points, 10_000):
+            times = [T0 + i for i in range(first, min(points, first + 10_000))]
+            await store.write_points(factory_id, buckets(by_time(times, [i % 50 for i in times], [30] * len(times))))
+        await store.close()
+
+    asyncio.run(write())
+    return (used_memory(redis_url) - before) / points
+
+
 def factory_key_bytes(redis_url: str, factory_id: int) -> int:
-    """MEMORY USAGE summed over the factory's keys: its hash, bucket index and bucket strings."""
+    """MEMORY USAGE summed over the factory's keys: its hash, bucket index and bucket sorted sets."""
     client = redis.Redis.from_url(redis_url)
     names = [keys.key_for_factory(factory_id), keys.key_for_factory_buckets(factory_id)]
     names += client.scan_iter(match=keys.factory_points_prefix(factory_id) + "*", count=1000)

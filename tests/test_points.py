@@ -29,13 +29,23 @@ runs = st.builds(
 batches = st.lists(st.one_of(st.lists(points, max_size=40), runs), max_size=8)
 
 
-@pytest.fixture(params=["fakeredis", "redis-server"])
+@pytest.fixture(scope="module")
+def redis_with_defaults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """A redis-server with Redis's default zset-max-listpack-entries (128), not the 4,096 we ship: more
+    points a bucket than that make its sorted set a skiplist, which the scripts must handle alike."""
+    extra = ["--zset-max-ziplist-entries", "128"]
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis-defaults"), extra_args=extra) as server:
+        yield server
+
+
+@pytest.fixture(params=["fakeredis", "redis-server", "redis-server-defaults"])
 def new_client(request: pytest.FixtureRequest) -> Iterator[Callable[[], Client]]:
     if request.param == "fakeredis":
         server = fakeredis.FakeServer()
         yield lambda: fakeredis.FakeAsyncRedis(server=server)
     else:
-        redis_server: EmbeddedRedis = request.getfixturevalue("redis_server")
+        fixture = "redis_server" if request.param == "redis-server" else "redis_with_defaults"
+        redis_server: EmbeddedRedis = request.getfixturevalue(fixture)
         yield lambda: connect(redis_server.url)
 
 
@@ -117,3 +127,24 @@ def test_a_read_over_thousands_of_buckets_returns_each_point_once(new_client: Ca
         assert list(map(int, middle.time)) == times[999:2002]
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("settings", "encoding"), [("shipped", b"listpack"), ("defaults", b"skiplist")])
+async def test_an_hour_of_points_a_second_is_compact_in_the_shipped_settings(
+    request: pytest.FixtureRequest, settings: str, encoding: bytes
+) -> None:
+    """Redis's default keeps at most 128 points a sorted set compact; make run and compose keep 4,096."""
+    server: EmbeddedRedis = request.getfixturevalue("redis_server" if settings == "shipped" else "redis_with_defaults")
+    client = connect(server.url)
+    await client.flushdb()
+    store = Store(client)
+    await store.create_factory(1, "F", packed([(7200 + i, i, 1) for i in range(0, 3600, 2)]))
+    await store.write_points(1, packed([(7201 + i, i, 2) for i in range(0, 3600, 2)]))  # between those
+    await store.write_points(1, packed([(7200 + i, 9, 9) for i in range(0, 100)]))  # over some of them
+
+    assert await client.object("encoding", "sc:{factory:1}:points:2") == encoding
+    assert not await client.exists("sc:{factory:1}:scratch")
+    points = (await store.get_factory(1, 0, MAX_TIME)).points
+    await client.aclose()
+    assert list(map(int, points.time)) == list(range(7200, 10800))
+    assert list(map(int, points.goal)) == [9] * 100 + [1 + i % 2 for i in range(100, 3600)]

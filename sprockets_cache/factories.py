@@ -2,7 +2,6 @@
 
 from typing import Any
 
-import numpy
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -87,16 +86,16 @@ async def write_chart_data(request: Request) -> Response:
 
 async def factory_summary(request: Request) -> Response:
     first, last = time_range(request)
-    factory = await store(request).get_factory(path_id(request, "factory_id"), first, last)
-    points = factory.points
-    actual_total, goal_total = int(numpy.sum(points.actual)), int(numpy.sum(points.goal))
-    summary = {
-        "id": factory.id,
-        "points": len(points.time),
+    factory_id = path_id(request, "factory_id")
+    summary = await store(request).summarize_factory(factory_id, first, last)
+    actual_total, goal_total = summary.actual_total, summary.goal_total
+    body = {
+        "id": factory_id,
+        "points": summary.points,
         "actual_total": actual_total,
         "goal_total": goal_total,
         "attainment": actual_total / goal_total if goal_total else None,
-        "first_time": int(points.time[0]) if len(points.time) else None,
-        "last_time": int(points.time[-1]) if len(points.time) else None,
+        "first_time": summary.first_time,
+        "last_time": summary.last_time,
     }
-    return versioned_response(request, summary, factory.version)
+    return versioned_response(request, body, summary.version)

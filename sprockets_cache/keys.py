@@ -55,6 +55,11 @@ def key_for_factory_points(factory_id: int, bucket: int) -> str:
     return f"{factory_points_prefix(factory_id)}{bucket}"
 
 
+def key_for_factory_sums(factory_id: int) -> str:
+    """A hash: for each bucket number, "points:actual total:goal total" of the bucket."""
+    return f"{PREFIX}{{factory:{factory_id}}}:sums"
+
+
 def key_for_factory_scratch(factory_id: int) -> str:
     """A sorted set that a write script fills and deletes within one step: never there between steps."""
     return f"{PREFIX}{{factory:{factory_id}}}:scratch"

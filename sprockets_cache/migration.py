@@ -72,6 +72,10 @@ async def _version(store: Store) -> int | None:
 
 async def _convert(convert: Script, factory_id: int, bucket: int) -> int:
     """The points of one bucket converted (0 when it was converted before)."""
-    bucket_keys = [keys.key_for_factory_points(factory_id, bucket), keys.key_for_factory_scratch(factory_id)]
-    converted: int = await convert(keys=bucket_keys, args=[bucket * keys.BUCKET_WIDTH_S])
+    bucket_keys = [
+        keys.key_for_factory_points(factory_id, bucket),
+        keys.key_for_factory_scratch(factory_id),
+        keys.key_for_factory_sums(factory_id),
+    ]
+    converted: int = await convert(keys=bucket_keys, args=[bucket, bucket * keys.BUCKET_WIDTH_S])
     return converted

@@ -9,6 +9,7 @@ hour of points a minute stays in Redis's compact listpack encoding under its def
 import bisect
 import operator
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy
 import orjson
@@ -20,9 +21,20 @@ from sprockets_cache.keys import BUCKET_WIDTH_S
 NUMPY_FROM = 256
 
 Column = list[int] | numpy.ndarray[tuple[int], numpy.dtype[numpy.int64]]
-# For each bucket number, in order: its points as ZADD's arguments, time and member pairs, newest first
-# (a ZADD into a compact sorted set walks it from the start to find each member's place).
-Buckets = dict[int, list[int | str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """Points of one bucket, to write: ZADD's arguments, time and member pairs, newest first (a ZADD
+    into a compact sorted set walks it from the start to each member's place), and their sums."""
+
+    pairs: list[int | str]
+    actual: int
+    goal: int
+
+
+# By bucket number, in order.
+Buckets = dict[int, Bucket]
 
 
 class Columns:
@@ -75,18 +87,18 @@ def buckets(points: Columns) -> Buckets:
         pairs: list[int | str] = [0] * (2 * (end - start))
         pairs[0::2] = times[start:end][::-1]
         pairs[1::2] = members[start:end][::-1]
-        grouped[bucket] = pairs
+        grouped[bucket] = Bucket(pairs, sum(points.actual[start:end]), sum(points.goal[start:end]))
         start = end
     return grouped
 
 
-def count(buckets: Mapping[int, Sequence[int | str]]) -> int:
-    return sum(map(len, buckets.values())) // 2
+def count(buckets: Mapping[int, Bucket]) -> int:
+    return sum(len(bucket.pairs) for bucket in buckets.values()) // 2
 
 
-def span(buckets: Mapping[int, Sequence[int | str]]) -> tuple[int, int]:
+def span(buckets: Mapping[int, Bucket]) -> tuple[int, int]:
     """The first and last time in non-empty buckets."""
-    return int(buckets[min(buckets)][-2]), int(buckets[max(buckets)][0])
+    return int(buckets[min(buckets)].pairs[-2]), int(buckets[max(buckets)].pairs[0])
 
 
 def parse(members: bytes, points: int) -> Columns:

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Any
 
-from sprockets_cache.points import Columns, parse
+from sprockets_cache.points import Columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +27,24 @@ class Factory:
         points = self.points.bucketed(bucket_s) if bucket_s else self.points
         return {"id": self.id, "name": self.name, "chart_data": points.as_chart_data()}
 
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """A factory's points over a time range, added up; first and last time None when there are none."""
+
+    version: int
+    points: int
+    actual_total: int
+    goal_total: int
+    first_time: int | None
+    last_time: int | None
+
     @classmethod
-    def from_reply(cls, factory_id: int, reply: list[Any]) -> "Factory":
-        """From factory_read.lua's reply: name, version, the number of points and their members."""
-        return cls(factory_id, reply[0].decode(), int(reply[1]), parse(reply[3], reply[2]))
+    def from_reply(cls, reply: list[bytes]) -> "Summary":
+        """From factory_summary.lua's reply: version, first and last time, then "points:actual:goal" sums."""
+        points = actual = goal = 0
+        for sums in reply[3:]:
+            count, actual_sum, goal_sum = map(int, sums.split(b":"))
+            points, actual, goal = points + count, actual + actual_sum, goal + goal_sum
+        first, last = (int(time) if time else None for time in reply[1:3])
+        return cls(int(reply[0]), points, actual, goal, first, last)

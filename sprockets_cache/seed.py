@@ -298,7 +298,7 @@ def _chunks(buckets: Buckets) -> Iterator[Buckets]:
     size = 0
     for number in sorted(buckets):
         chunk[number] = buckets[number]
-        size += len(buckets[number]) // 2
+        size += len(buckets[number].pairs) // 2
         if size >= CHUNK_POINTS:
             yield chunk
             chunk, size = {}, 0

@@ -14,13 +14,12 @@ from typing import Any
 import orjson
 from redis.asyncio.cluster import RedisCluster
 
-from sprockets_cache import keys, streams
+from sprockets_cache import keys, ranges, streams
 from sprockets_cache.clock import now
 from sprockets_cache.connections import Client, execute
 from sprockets_cache.errors import NotFound, TooManyPoints, VersionMismatch
-from sprockets_cache.keys import BUCKET_WIDTH_S
 from sprockets_cache.points import Buckets, count, span
-from sprockets_cache.records import Factory, Sprocket
+from sprockets_cache.records import Factory, Sprocket, Summary
 from sprockets_cache.scripts import Script
 
 SPROCKET_FIELDS = ("teeth", "pitch_diameter", "outside_diameter", "pitch")
@@ -67,6 +66,7 @@ class Store:
         self._delete_sprocket = Script(client, "sprocket_delete")
         self._read_factory = Script(client, "factory_read")
         self._write_factory = Script(client, "factory_write")
+        self._summarize_factory = Script(client, "factory_summary")
         self._claim = Script(client, "idempotency_claim")
         self._rate_limit = Script(client, "rate_limit")
 
@@ -181,14 +181,19 @@ class Store:
                 keys.key_for_factory_buckets(factory_id),
                 keys.key_for_factory_events(factory_id),
                 keys.key_for_factory_scratch(factory_id),
+                keys.key_for_factory_sums(factory_id),
                 *(keys.key_for_factory_points(factory_id, n) for n in numbers),
             ],
             args=[
                 len(created),
                 *_fields(created),
                 *(first, last, count(buckets), EVENTS_KEPT),
-                *(item for n in numbers for item in (n, len(buckets[n]) // 2)),
-                *(item for n in numbers for item in buckets[n]),
+                *(
+                    item
+                    for n in numbers
+                    for item in (n, len(buckets[n].pairs) // 2, buckets[n].actual, buckets[n].goal)
+                ),
+                *(item for n in numbers for item in buckets[n].pairs),
             ],
         )
         if reply is None:
@@ -197,12 +202,24 @@ class Store:
 
     async def get_factory(self, factory_id: int, first: int, last: int, most: int = UNLIMITED) -> Factory:
         """The factory with its points in [first, last]; TooManyPoints when there are more than `most`."""
-        reply = await self._read_factory(*self._read_args(factory_id, first, last, most))
+        reply = await self._read_factory(*ranges.script_args(factory_id, first, last, most))
         if reply is None:
             raise NotFound(factory_id)
-        if len(reply) == 3 and reply[2] > most:
-            raise TooManyPoints(reply[2], most)
-        return Factory.from_reply(factory_id, reply)
+        return await ranges.factory(self.redis, factory_id, first, last, most, reply)
+
+    async def summarize_factory(self, factory_id: int, first: int, last: int) -> Summary:
+        """The factory's points in [first, last], added up."""
+        reply = await self._summarize_factory(
+            keys=[
+                keys.key_for_factory(factory_id),
+                keys.key_for_factory_buckets(factory_id),
+                keys.key_for_factory_sums(factory_id),
+            ],
+            args=[keys.factory_points_prefix(factory_id), first, last, keys.BUCKET_WIDTH_S],
+        )
+        if reply is None:
+            raise NotFound(factory_id)
+        return Summary.from_reply(reply)
 
     async def list_factories(
         self, after: int, limit: int, first: int, last: int, most: int = UNLIMITED
@@ -213,7 +230,7 @@ class Store:
         """
         ids = await self.redis.zrangebyscore(keys.FACTORY_INDEX, f"({after}", "+inf", start=0, num=limit + 1)
         page = [int(i) for i in ids[:limit]]
-        reads = [self._read_args(factory_id, first, last, most) for factory_id in page]
+        reads = [ranges.script_args(factory_id, first, last, most) for factory_id in page]
         if isinstance(self.redis, RedisCluster):
             # Concurrent calls: a cluster client cannot pipeline scripts, and factories live on different shards.
             replies = await asyncio.gather(*(self._read_factory(*read) for read in reads))
@@ -232,16 +249,8 @@ class Store:
                     raise TooManyPoints(reply[2], most)
                 return factories, factories[-1].id  # the page is full of points: end it early
             budget -= reply[2]
-            factories.append(Factory.from_reply(factory_id, reply))
+            factories.append(await ranges.factory(self.redis, factory_id, first, last, most, reply))
         return factories, (page[-1] if len(ids) > limit else None)
-
-    @staticmethod
-    def _read_args(factory_id: int, first: int, last: int, most: int) -> tuple[list[str], list[Any]]:
-        """KEYS and ARGV of factory_read.lua."""
-        return (
-            [keys.key_for_factory(factory_id), keys.key_for_factory_buckets(factory_id)],
-            [keys.factory_points_prefix(factory_id), first, last, most, BUCKET_WIDTH_S],
-        )
 
     # Events
 

@@ -67,6 +67,14 @@ async def test_migrate_converts_every_bucket_keeping_points_and_versions(redis_c
     assert done == "converted 3606 points in 7 buckets of 3 factories; the store is in format 2"
     assert lines == ["factory 1: converted 3603 points", "factory 3: converted 3 points"]
     assert await read_back(redis_client) == EXPECTED
+    for factory_id, (_, points, _) in OLD_FACTORIES.items():  # the buckets' sums, kept for summaries
+        summary = await Store(redis_client).summarize_factory(factory_id, 3600, 2**40)
+        later = [p for p in points if p[0] >= 3600]
+        assert (summary.points, summary.actual_total, summary.goal_total) == (
+            len(later),
+            sum(p[1] for p in later),
+            sum(p[2] for p in later),
+        )
     assert await redis_client.get(keys.SCHEMA) == b"2"
     assert await redis_client.zrange("sc:{factory:1}:points:3", 0, 0, withscores=True) == [
         (b"11000:4294967295:4294967295", 11000.0)

@@ -2,6 +2,7 @@
 
 import asyncio
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import fakeredis
 import orjson
@@ -9,10 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sprockets_cache import ranges
 from sprockets_cache.connections import Client, connect
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.models import MAX_COUNT, MAX_TIME
-from sprockets_cache.points import NUMPY_FROM, Buckets, buckets, by_time, parse
+from sprockets_cache.points import NUMPY_FROM, Bucket, Buckets, buckets, by_time, parse
 from sprockets_cache.store import Store
 
 Point = tuple[int, int, int]
@@ -60,7 +62,11 @@ def test_points_keep_the_last_at_a_time_sorted_into_buckets_of_readable_members(
         "sprocket_production_goal": [7, 8, 5],
         "time": [5, 3601, 7200],
     }
-    assert buckets(points) == {0: [5, "5:3:7"], 1: [3601, "3601:4:8"], 2: [7200, "7200:1:5"]}
+    assert buckets(points) == {
+        0: Bucket([5, "5:3:7"], 3, 7),
+        1: Bucket([3601, "3601:4:8"], 4, 8),
+        2: Bucket([7200, "7200:1:5"], 1, 5),
+    }
 
 
 @pytest.mark.parametrize("points", [0, 1, NUMPY_FROM - 1, NUMPY_FROM, 5000])
@@ -81,10 +87,16 @@ def test_small_and_large_reads_parse_alike(points: int) -> None:
     ]
 
 
+@pytest.fixture(params=[ranges.SCRIPT_READS_AT_MOST, 3], ids=["script-reads", "transaction-reads"])
+def script_reads_at_most(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads of more points than this go through a transaction of ZRANGEs rather than the read script."""
+    monkeypatch.setattr(ranges, "SCRIPT_READS_AT_MOST", request.param)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(writes=batches, first=times, last=times)
 def test_any_sequence_of_writes_reads_back_as_a_dict_of_time_to_point(
-    new_client: Callable[[], Client], writes: list[list[Point]], first: int, last: int
+    new_client: Callable[[], Client], script_reads_at_most: None, writes: list[list[Point]], first: int, last: int
 ) -> None:
     first, last = min(first, last), max(first, last)
 
@@ -99,7 +111,15 @@ def test_any_sequence_of_writes_reads_back_as_a_dict_of_time_to_point(
             model.update({time: (actual, goal) for time, actual, goal in batch})
         everything = (await store.get_factory(1, 0, MAX_TIME)).points
         in_range = (await store.get_factory(1, first, last)).points
+        summary = await store.summarize_factory(1, first, last)
         await client.aclose()
+        chosen = [t for t in sorted(model) if first <= t <= last]
+        assert (summary.points, summary.actual_total, summary.goal_total) == (
+            len(chosen),
+            sum(model[t][0] for t in chosen),
+            sum(model[t][1] for t in chosen),
+        )
+        assert (summary.first_time, summary.last_time) == ((chosen[0], chosen[-1]) if chosen else (None, None))
         assert list(map(int, everything.time)) == sorted(model)
         assert list(zip(map(int, everything.actual), map(int, everything.goal), strict=True)) == [
             model[t] for t in sorted(model)
@@ -148,3 +168,26 @@ async def test_an_hour_of_points_a_second_is_compact_in_the_shipped_settings(
     await client.aclose()
     assert list(map(int, points.time)) == list(range(7200, 10800))
     assert list(map(int, points.goal)) == [9] * 100 + [1 + i % 2 for i in range(100, 3600)]
+
+
+async def test_a_transaction_read_takes_in_buckets_written_since_the_script_listed_them(
+    redis_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ranges, "SCRIPT_READS_AT_MOST", 1)
+    store = Store(redis_client)
+    await store.create_factory(1, "F", packed([(60, 1, 1), (7260, 2, 2)]))
+    transaction = ranges.transaction
+    calls = 0
+
+    async def after_a_write(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # between the script's reply and the transaction
+            await store.write_points(1, packed([(3660, 3, 3)]))
+        return await transaction(*args)
+
+    monkeypatch.setattr(ranges, "transaction", after_a_write)
+    factory = await store.get_factory(1, 0, MAX_TIME)
+
+    assert calls == 2
+    assert (factory.version, list(factory.points.time), list(factory.points.actual)) == (2, [60, 3660, 7260], [1, 3, 2])

@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 from typing import Any
 
+import hiredis
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
@@ -64,7 +65,9 @@ async def execute(client: redis.Redis, *args: Any) -> Any:
 
 
 async def _send_and_read(connection: redis.Connection, args: tuple[Any, ...]) -> Any:
-    await connection.send_command(*args)
+    # hiredis packs in C what redis-py's asyncio connection packs in Python: a 10,000-point write's
+    # 20,000 arguments in a quarter of the time, the same bytes.
+    await connection.send_packed_command(hiredis.pack_command(args))
     return await connection.read_response()
 
 
@@ -83,7 +86,7 @@ def connect_subscribers(url: str, cluster: bool, timeout_s: float, max_clients: 
     return redis.Redis.from_pool(pool)
 
 
-async def transaction(client: Client, commands: Sequence[Sequence[Any]]) -> list[Any]:
+async def transaction(client: Client, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     """The commands' replies, run in one MULTI/EXEC (on a cluster their keys must share a slot).
 
     On one Redis, sent in one write on a pooled connection and read without redis-py's pipeline, which
@@ -111,8 +114,8 @@ async def transaction(client: Client, commands: Sequence[Sequence[Any]]) -> list
     return replies
 
 
-async def _send_transaction(connection: redis.Connection, commands: Sequence[Sequence[Any]]) -> Any:
-    await connection.send_packed_command(connection.pack_commands([("MULTI",), *commands, ("EXEC",)]))
+async def _send_transaction(connection: redis.Connection, commands: Sequence[tuple[Any, ...]]) -> Any:
+    await connection.send_packed_command(b"".join(map(hiredis.pack_command, [("MULTI",), *commands, ("EXEC",)])))
     for _ in range(len(commands) + 1):
         await connection.read_response()  # OK, then QUEUED for each command
     return await connection.read_response()

@@ -1,6 +1,6 @@
 """What schemathesis cannot read in /openapi.json, taught to the requests it sends as valid ("positive").
 
-JSON Schema cannot compare two values, so the document cannot state three rules of DESIGN.md:
+JSON Schema cannot compare two values, so the document cannot state three rules of docs/api.md:
 outside_diameter > pitch_diameter, chart_data columns of equal length, and `from` <= `to`. Nor can
 it tell 5 from 5.0, which to JSON Schema are one integer and to the API (strict) are not. Two
 headers are only valid against the server's state: an If-Match that names the current ETag, and an

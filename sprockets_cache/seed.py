@@ -24,7 +24,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from sprockets_cache.clock import now
-from sprockets_cache.models import FactoryIn, SprocketIn
+from sprockets_cache.models import FactoryIn, SprocketIn, validated
 from sprockets_cache.points import RECORD, count, pack
 from sprockets_cache.store import Store
 
@@ -152,7 +152,7 @@ def _validate(path: Path, kind: str, items: list[Any]) -> list[BaseModel]:
         if isinstance(body, dict):
             body = {name: value for name, value in body.items() if name not in IGNORED_FIELDS}
         try:
-            models.append(model.model_validate(body))
+            models.append(validated(model, body))
         except ValidationError as error:
             errors.extend(f"{where}{_location(e['loc'])}: {e['msg']}" for e in error.errors(include_url=False))
         if len(errors) >= MAX_ERRORS:

@@ -288,7 +288,10 @@
 
   async function loadChart(card) {
     const view = windowOf(card);
-    if (!view) return;
+    if (!view) {
+      $(".note", card.node).textContent = "No points yet.";
+      return;
+    }
     card.view = view;
     const bucket = bucketFor(view, plotWidth(card));
     const url = `${API}/factories/${card.id}?from=${view.from}&to=${view.to}&bucket=${bucket}`;

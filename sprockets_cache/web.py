@@ -34,6 +34,8 @@ ETAGS_PATTERN = rf"\*|{_ENTITY_TAG}(?:[ \t]*,[ \t]*{_ENTITY_TAG})*"
 # Visible ASCII, spaces inside only: HTTP drops them at either end, so the key would not be the one sent.
 IDEMPOTENCY_KEY_PATTERN = r"[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?"
 _ETAGS = re.compile(ETAGS_PATTERN)
+# One tag of a valid list: a tag may hold a comma, so the list is not split on commas.
+_ETAG = re.compile(rf"\*|{_ENTITY_TAG}")
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 IDEMPOTENCY_TTL_S = 24 * 3600
 # How long a first request may hold its Idempotency-Key before a retry may take over.
@@ -200,7 +202,7 @@ def _tags(request: Request, name: bytes) -> list[str] | None:
     if not _ETAGS.fullmatch(value.strip()):
         title = name.decode().title()
         raise Problem(400, f'{title} must be * or entity tags separated by commas, such as "3", "4".')
-    return [tag.strip() for tag in value.split(",")]
+    return _ETAG.findall(value)
 
 
 def if_match(request: Request) -> list[int] | None:

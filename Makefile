@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SEEDS := seeds/seed_factory_data.json seeds/seed_sprocket_types.json
 
-.PHONY: install run seed test lint bench contract soak clean
+.PHONY: install run seed test lint bench contract soak screenshot clean
 
 install: $(STAMP)
 
@@ -31,13 +31,22 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# pytest under coverage (branch, subprocesses included), then the report; fails below fail_under in pyproject.toml.
 test: lint
-	$(BIN)/pytest
+	rm -f .coverage .coverage.*
+	$(BIN)/coverage run -m pytest
+	$(BIN)/coverage combine -q
+	$(BIN)/coverage report
 
 # schemathesis (every default check, stateful phase too) against uvicorn on a redis-server of its own;
 # about a minute. Not part of `make test`; CI runs it after.
 contract: $(STAMP)
 	$(BIN)/python tests/contract.py
+
+# docs/dashboard.png, the README's picture: taken by the browser test on the seeded dashboard (needs /usr/bin/chromium).
+screenshot: $(STAMP)
+	DASHBOARD_SCREENSHOT=docs/dashboard.png $(BIN)/pytest -q tests/test_dashboard.py \
+		-k test_on_first_load_every_chart_draws_actual_and_goal_as_lines_across_its_plot
 
 # The API against a minimal Starlette + Redis baseline on a Redis of its own, then 2 workers against 1 and a
 # 3-master Redis Cluster against one Redis (5-8 minutes, more when the host takes cores); writes

@@ -251,18 +251,20 @@ def machine(redis_version: str, run_s: float, busy_before: float) -> str:
 
 
 def write(path: Path, sections: dict[str, str], storage_results: Path) -> None:
-    """BENCHMARKS.md: the given sections, the storage comparison if present, and the kept analysis."""
+    """BENCHMARKS.md: the given sections, a pointer to the storage comparison, and the kept analysis."""
     old = path.read_text() if path.exists() else ""
     analysis = ANALYSIS.search(old)
     storage = (
-        # One heading level down, so its sections nest under ours.
-        re.sub(r"^(#{1,5}) ", r"#\1 ", storage_results.read_text().strip(), flags=re.MULTILINE)
-        if storage_results.exists()
-        else f"`{storage_results.name}` is not there yet: `python bench/storage.py --redis-url URL` measures the"
-        " alternatives (sorted set, stream, hash buckets, packed buckets) on a Redis of your own."
+        f"[bench/{storage_results.name}](bench/{storage_results.name}) compares the ways to keep points in Redis"
+        " (sorted set, stream, hash buckets, packed buckets) at 1,000,000 points; `python bench/storage.py"
+        " --redis-url URL` measures them again on a Redis of your own."
     )
-    parts = ["# Benchmarks", "Written by `make bench` (bench/run.py) on every run; edit only the Analysis section."]
+    parts = [
+        "# Benchmarks",
+        "Written by `make bench` (bench/run.py) on every run; edit only the Notes section. Earlier runs are in"
+        " this file's git history.",
+    ]
     parts += [f"## {title}\n\n{body}" for title, body in sections.items()]
-    parts.append(f"## Storage layout\n\nFrom `bench/{storage_results.name}`:\n\n{storage}")
-    parts.append(f"## Analysis\n\n{analysis[0] if analysis else NO_ANALYSIS}")
+    parts.append(f"## Storage layout\n\n{storage}")
+    parts.append(f"## Notes\n\n{analysis[0] if analysis else NO_ANALYSIS}")
     path.write_text("\n\n".join(parts) + "\n")

@@ -364,15 +364,18 @@ def main() -> None:
     report.plot(comparisons, args.plot, scaling.ratios(setups))
     run_s = time.perf_counter() - started
     plot_link = f"![API / baseline and scale-out ratios]({os.path.relpath(args.plot, args.output.parent)})"
+    # The current figures against their targets first, then how they were measured, then the detail.
     sections = {
-        "Machine": report.machine(redis_version, run_s, busy_before),
-        "Method": method(args, log_lines, slow_fsyncs, seed_how),
-        "Results": (
-            f"{table}\n\n{plot_link}\n\nEvery wrk run behind the medians:\n\n{report.rounds_table(comparisons)}\n\n"
+        "Results": f"{table}\n\n{plot_link}",
+        "Method": (
+            f"{method(args, log_lines, slow_fsyncs, seed_how)}\n\n{report.machine(redis_version, run_s, busy_before)}"
+        ),
+        "Scaling out": scaling.section(setups, spread, args),
+        "Every run": (
+            f"Every wrk run behind the medians:\n\n{report.rounds_table(comparisons)}\n\n"
             f"Cores in use on average during the A/B runs (of {os.cpu_count()}; API and baseline each ran half "
             f"the time): {_cores_text(cores)}."
         ),
-        "Scaling out": scaling.section(setups, spread, args),
     }
     report.write(args.output, sections, BENCH / "storage-results.md")
     _say(f"\n{table}\n\nwrote {args.output} and {args.plot} in {run_s / 60:.1f} min")

@@ -1,11 +1,14 @@
 """Request models: the one place that says what a valid body is; and response models, which only document.
 
-Strict mode everywhere: `5.0` is not a tooth count and `"5"` is not a length.
+Strict mode everywhere: `5.5` is not a tooth count and `"5"` is not a length. A number with a zero
+fraction (`352.0`) is the integer it equals, as JSON Schema (and so the OpenAPI document) has it:
+`validated()` lets it through where an integer is asked for.
 Handlers write responses as dicts with orjson; the response models below feed openapi.py alone.
 """
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
+import orjson
 from pydantic import (
     MISSING,
     AwareDatetime,
@@ -17,6 +20,8 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import PydanticCustomError
+
+Model = TypeVar("Model", bound=BaseModel)
 
 # Production counts are stored as unsigned 32-bit integers; sums of a million
 # of them stay exact in a double.
@@ -176,3 +181,26 @@ def error_list(error: ValidationError, limit: int = 50) -> list[dict[str, Any]]:
         {"field": ".".join(str(part) for part in item["loc"]), "message": item["msg"]}
         for item in error.errors(include_url=False)[:limit]
     ]
+
+
+def validated(model: type[Model], data: Any) -> Model:
+    """`model.model_validate(data)`, where a float with a zero fraction given for an integer counts as that
+    integer (5.5, true and "5" stay errors). Strict validation runs first, so a body of integers pays nothing."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        places = [
+            item["loc"]
+            for item in error.errors(include_url=False)
+            if item["type"] == "int_type" and isinstance(item["input"], float) and item["input"].is_integer()
+        ]
+        if not places:
+            raise
+    # A copy: the caller's data (an idempotency digest is taken from it) stays as it was sent.
+    fixed = orjson.loads(orjson.dumps(data))
+    for loc in places:
+        parent = fixed
+        for part in loc[:-1]:
+            parent = parent[part]
+        parent[loc[-1]] = int(parent[loc[-1]])
+    return model.model_validate(fixed)

@@ -14,7 +14,7 @@ from sprockets_cache import models
 from sprockets_cache.models import MAX_TIME, Id, UnixTime
 from sprockets_cache.problems import MEDIA_TYPE as PROBLEM
 from sprockets_cache.sprockets import MERGE_PATCH
-from sprockets_cache.web import CURSOR_PATTERN, DEFAULT_LIMIT, JSON, MAX_LIMIT
+from sprockets_cache.web import CURSOR_PATTERN, DEFAULT_LIMIT, ETAGS_PATTERN, IDEMPOTENCY_KEY_PATTERN, JSON, MAX_LIMIT
 
 API = "/api/v1"
 REF = "#/components/schemas/{model}"
@@ -99,15 +99,22 @@ PARAMETERS = {
     "bucket": _parameter(
         "bucket", "query", {"type": "integer", "minimum": 1, "maximum": MAX_TIME}, "Sum the points per this many s."
     ),
-    "If-Match": _parameter("If-Match", "header", {"type": "string"}, 'Write only at these ETags (`"3", "4"` or `*`).'),
-    "If-None-Match": _parameter("If-None-Match", "header", {"type": "string"}, "304 at these ETags (or `*`)."),
+    "If-Match": _parameter(
+        "If-Match",
+        "header",
+        {"type": "string", "pattern": f"^({ETAGS_PATTERN})$"},
+        'Write only at these ETags (`"3", "4"` or `*`).',
+    ),
+    "If-None-Match": _parameter(
+        "If-None-Match", "header", {"type": "string", "pattern": f"^({ETAGS_PATTERN})$"}, "304 at these ETags (or `*`)."
+    ),
     "Last-Event-ID": _parameter(
         "Last-Event-ID", "header", {"type": "string", "pattern": EVENT_ID}, "Resume after this event's id."
     ),
     "Idempotency-Key": _parameter(
         "Idempotency-Key",
         "header",
-        {"type": "string", "minLength": 1, "maxLength": 255},
+        {"type": "string", "pattern": f"^({IDEMPOTENCY_KEY_PATTERN})$"},
         "A retry with the same key and body gets the first response again and creates nothing (for 24 hours).",
     ),
 }
@@ -124,7 +131,7 @@ def _problem(description: str, schema: str = "Problem", *headers: str) -> dict[s
 RESPONSES = {
     "400": (
         "BadRequest",
-        _problem("Malformed JSON, or a cursor, Idempotency-Key or Last-Event-ID this API does not take."),
+        _problem("Malformed JSON, or a cursor or header not of the form the document gives."),
     ),
     "401": ("Unauthorized", _problem("A needed API key is missing or wrong.", "Problem", "WWW-Authenticate")),
     "404": ("NotFound", _problem("Nothing has this id.")),
@@ -224,7 +231,7 @@ def _sprocket_paths() -> dict[str, Any]:
                 "getSprocket",
                 "A sprocket",
                 {"200": _versioned("The sprocket.", "Sprocket"), "304": NOT_MODIFIED},
-                ("404",),
+                ("400", "404"),
                 ("sprocket_id", "If-None-Match"),
             ),
             "put": _operation(
@@ -239,7 +246,11 @@ def _sprocket_paths() -> dict[str, Any]:
                 ("SprocketPatch", MERGE_PATCH, JSON),
             ),
             "delete": _operation(
-                "deleteSprocket", "Delete a sprocket", {"204": {"description": "Deleted."}}, ("404", "412"), conditional
+                "deleteSprocket",
+                "Delete a sprocket",
+                {"204": {"description": "Deleted."}},
+                ("400", "404", "412"),
+                conditional,
             ),
         },
     }
@@ -267,7 +278,7 @@ def _factory_paths() -> dict[str, Any]:
                 "getFactory",
                 "A factory with its chart data",
                 {"200": _versioned("The factory.", "Factory"), "304": NOT_MODIFIED},
-                ("404", "422"),
+                ("400", "404", "422"),
                 (*read, "bucket"),
             ),
         },
@@ -295,7 +306,7 @@ def _factory_paths() -> dict[str, Any]:
                 "getFactorySummary",
                 "Totals and attainment over the points in a time range",
                 {"200": _versioned("The summary.", "Summary"), "304": NOT_MODIFIED},
-                ("404", "422"),
+                ("400", "404", "422"),
                 read,
             ),
         },

@@ -28,7 +28,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from sprockets_cache.clock import now
-from sprockets_cache.models import MAX_ID, FactoryIn, SprocketIn
+from sprockets_cache.models import MAX_ID, FactoryIn, SprocketIn, validated
 from sprockets_cache.points import Buckets, buckets, by_time, count
 from sprockets_cache.store import Store
 
@@ -184,7 +184,7 @@ def _validate(path: Path, kind: str, items: list[Any]) -> tuple[list[BaseModel],
             ids.append(body.get("id"))
             body = {name: value for name, value in body.items() if name not in KEPT_FIELDS}
         try:
-            models.append(model.model_validate(body))
+            models.append(validated(model, body))
         except ValidationError as error:
             errors.extend(f"{where}{_location(e['loc'])}: {e['msg']}" for e in error.errors(include_url=False))
         if len(errors) >= MAX_ERRORS:

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from sprockets_cache.deadlines import Deadlines
 from sprockets_cache.errors import IdempotencyInProgress, IdempotencyKeyReused
-from sprockets_cache.models import MAX_ID, MAX_TIME, error_list
+from sprockets_cache.models import MAX_ID, MAX_TIME, error_list, validated
 from sprockets_cache.problems import Problem
 from sprockets_cache.settings import Settings
 from sprockets_cache.store import Store
@@ -27,6 +27,16 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 # A cursor is the last id of a page in hex: every string of this form is one (openapi.py says so too).
 CURSOR_PATTERN = "[0-9a-f]{1,16}"
+# What the conditional headers and Idempotency-Key must look like; openapi.py publishes the same patterns.
+# RFC 9110's entity tags (ours are digits, but any well-formed tag is a tag that does not match) or `*`.
+_ENTITY_TAG = r'(?:W/)?"[\x21\x23-\x7e]*"'
+ETAGS_PATTERN = rf"\*|{_ENTITY_TAG}(?:[ \t]*,[ \t]*{_ENTITY_TAG})*"
+# Visible ASCII, spaces inside only: HTTP drops them at either end, so the key would not be the one sent.
+IDEMPOTENCY_KEY_PATTERN = r"[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?"
+_ETAGS = re.compile(ETAGS_PATTERN)
+# One tag of a valid list: a tag may hold a comma, so the list is not split on commas.
+_ETAG = re.compile(rf"\*|{_ENTITY_TAG}")
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 IDEMPOTENCY_TTL_S = 24 * 3600
 # How long a first request may hold its Idempotency-Key before a retry may take over.
 IDEMPOTENCY_CLAIM_TTL_S = 60
@@ -87,7 +97,7 @@ async def read_json(request: Request, limit_bytes: int, media_types: Collection[
 
 def validate(model: type[Model], data: Any) -> Model:
     try:
-        return model.model_validate(data)
+        return validated(model, data)
     except ValidationError as error:
         raise Problem(422, "The body breaks the rules below.", errors=error_list(error)) from error
 
@@ -184,25 +194,30 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
-def _tags(header: str) -> list[str]:
-    return [tag.strip() for tag in header.split(",") if tag.strip()]
+def _tags(request: Request, name: bytes) -> list[str] | None:
+    """The entity tags (or `*`) a conditional header lists; None without the header, 400 when malformed."""
+    value = header(request, name)
+    if value is None:
+        return None
+    if not _ETAGS.fullmatch(value.strip()):
+        title = name.decode().title()
+        raise Problem(400, f'{title} must be * or entity tags separated by commas, such as "3", "4".')
+    return _ETAG.findall(value)
 
 
 def if_match(request: Request) -> list[int] | None:
     """The versions `If-Match` accepts (strong comparison), None when any version will do."""
-    value = header(request, b"if-match")
-    if value is None or value.strip() == "*":
+    tags = _tags(request, b"if-match")
+    if tags is None or tags == ["*"]:
         return None
-    versions = (_whole_number(tag[1:-1]) for tag in _tags(value) if tag[0] == tag[-1] == '"')
+    versions = (_whole_number(tag[1:-1]) for tag in tags if tag[0] == '"')
     return [version for version in versions if version is not None]
 
 
 def not_modified(request: Request, version: int) -> bool:
     """True when `If-None-Match` names this version (weak comparison) or is `*`."""
-    value = header(request, b"if-none-match")
-    if value is None:
-        return False
-    return any(tag == "*" or tag.removeprefix("W/") == etag(version) for tag in _tags(value))
+    tags = _tags(request, b"if-none-match")
+    return tags is not None and any(tag == "*" or tag.removeprefix("W/") == etag(version) for tag in tags)
 
 
 def versioned_response(
@@ -225,8 +240,8 @@ async def idempotent(request: Request, scope: str, body: Any, create: Callable[[
     key = header(request, b"idempotency-key")
     if key is None:
         return await create()
-    if not 1 <= len(key) <= 255:
-        raise Problem(400, "Idempotency-Key must be 1 to 255 characters.")
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise Problem(400, "Idempotency-Key must be 1 to 255 visible ASCII characters (spaces only inside).")
     # Per credential: two clients with different API keys never share an Idempotency-Key.
     credential = request.headers.get("authorization", "")
     key_digest = hashlib.sha256(f"{credential}\n{key}".encode()).hexdigest()

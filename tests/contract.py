@@ -1,7 +1,9 @@
 """`make contract`: schemathesis against the app served by uvicorn on a redis-server of its own.
 
 Starts redis-server in a temp dir and uvicorn on free ports, runs `schemathesis run` on /openapi.json
-with its default checks and every phase (stateful included), then stops both. Fails when schemathesis
+with every check (valid requests accepted, invalid ones refused, responses as documented) and every
+phase (stateful included), then stops both. tests/contract_hooks.py says which refusals of valid
+requests the document cannot express. Fails when schemathesis
 does, and when the server logged an exception that no response showed (say, in a stream after its
 200). Arguments after the script's name go to schemathesis (say `--seed 1` to replay a run).
 """

@@ -1,91 +1,64 @@
-"""What schemathesis cannot read in /openapi.json, taught to the requests it sends as valid ("positive").
+"""Which "valid request rejected" failures schemathesis should leave out, and nothing else.
 
-JSON Schema cannot compare two values, so the document cannot state three rules of DESIGN.md:
-outside_diameter > pitch_diameter, chart_data columns of equal length, and `from` <= `to`. Nor can
-it tell 5 from 5.0, which to JSON Schema are one integer and to the API (strict) are not. Two
-headers are only valid against the server's state: an If-Match that names the current ETag, and an
-Idempotency-Key not yet used with another body. A positive request that breaks one of these would
-rightly get 412 or 422, which schemathesis counts as a rejected valid request; so positive requests
-are made to keep them, just before they are sent (after the stateful phase has merged values from
-earlier responses in). Negative requests are left alone: they still break every rule, and every
-check stays on. Each change keeps the request valid under the document's schemas.
+schemathesis sends requests the document calls valid ("positive") and expects them accepted. JSON
+Schema cannot compare two values, so the document cannot state three rules of docs/api.md:
+`from` <= `to`, outside_diameter > pitch_diameter, and chart_data columns of equal length. A request
+that breaks one of them is rightly 422. Two answers depend on what the server holds, not on the
+request's form: 412 to an If-Match that names another version, and 422 to an Idempotency-Key
+already used with another body. Every request is still sent as generated and every check runs;
+this hook only drops the positive-data failure of a response that refuses for one of these reasons
+alone (each error it lists is one of them). Any other refusal of a valid request still fails.
+
+It also drops that failure for a case schemathesis labels positive while one of its parts was
+generated to break the document (its coverage phase keeps a negative header, say `If-None-Match: 0`,
+in cases that vary the path): such a request is not valid, and its 400 is right.
 """
 
-import math
-import uuid
-from collections.abc import MutableMapping
+import json
 from typing import Any
 
 import schemathesis
 from schemathesis import Case, GenerationMode
+from schemathesis.core.failures import Failure
+from schemathesis.core.transport import Response
 from schemathesis.hooks import HookContext
+from schemathesis.openapi.checks import RejectedPositiveData
 
-COLUMNS = ("sprocket_production_actual", "sprocket_production_goal", "time")
-DIAMETERS = ("pitch_diameter", "outside_diameter")
-# Floats at or past this are not sent as integers: no integer field goes that high, and a JSON
-# number with hundreds of digits is not what the generator meant.
-MAX_EXACT_FLOAT = 2**53
-
-
-def _whole_numbers_as_integers(value: Any) -> Any:
-    """5.0 becomes 5 (a number field takes 5 as well), so an integer field gets a JSON integer."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < MAX_EXACT_FLOAT:
-        return int(value)
-    if isinstance(value, list):
-        return [_whole_numbers_as_integers(item) for item in value]
-    if isinstance(value, dict):
-        return {name: _whole_numbers_as_integers(item) for name, item in value.items()}
-    return value
+# The messages the server gives for the cross-field rules and the reused key (models.py, web.py).
+CROSS_FIELD_ERRORS = {
+    ("query.from", "must not be after to"),
+    ("outside_diameter", "must be greater than pitch_diameter"),
+    ("header.Idempotency-Key", "was already used with a different request body"),
+}
+UNEQUAL_COLUMNS = "must have as many entries as sprocket_production_actual and sprocket_production_goal"
 
 
-def _equal_columns(chart_data: Any) -> None:
-    if isinstance(chart_data, dict) and all(isinstance(chart_data.get(name), list) for name in COLUMNS):
-        shortest = min(len(chart_data[name]) for name in COLUMNS)
-        for name in COLUMNS:
-            del chart_data[name][shortest:]
+def _breaks_a_generated_part(case: Case) -> bool:
+    meta = case.meta
+    return meta is not None and any(part.mode == GenerationMode.NEGATIVE for part in meta.components.values())
 
 
-def _is_number(value: Any) -> bool:
-    return type(value) in (int, float)
-
-
-def _order_diameters(body: dict[str, Any], method: str) -> None:
-    """Tips outside the pitch circle. A PATCH naming one diameter meets the stored other one, which
-    is not known here, so it loses that field."""
-    present = [name for name in DIAMETERS if name in body]
-    if method == "PATCH" and len(present) == 1:
-        del body[present[0]]
-    elif len(present) == 2 and all(_is_number(body[name]) for name in DIAMETERS):
-        low, high = sorted(float(body[name]) for name in DIAMETERS)
-        if low == high:
-            # Both stay finite and > 0: high < the largest float, or else low > the smallest.
-            high = math.nextafter(high, math.inf) if high < 1e308 else high
-            low = math.nextafter(low, 0.0) if low == high else low
-        body["pitch_diameter"], body["outside_diameter"] = low, high
-
-
-def _order_range(query: MutableMapping[str, Any]) -> None:
-    """Some phases hold query values as the text they will be on the wire."""
-    values = [query.get(name) for name in ("from", "to")]
-    if all(isinstance(value, int | str) and str(value).isdigit() for value in values):
-        first, last = values
-        if int(str(first)) > int(str(last)):
-            query["from"], query["to"] = last, first
+def _refused_only_for_cross_field_rules(response: Response) -> bool:
+    try:
+        errors: list[dict[str, Any]] = json.loads(response.content)["errors"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return bool(errors) and all(
+        (error["field"].removeprefix("chart_data."), error["message"]) in CROSS_FIELD_ERRORS
+        or error["message"] == UNEQUAL_COLUMNS
+        for error in errors
+    )
 
 
 @schemathesis.hook
-def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> None:
-    if case.meta is None or case.meta.generation.mode != GenerationMode.POSITIVE:
-        return
-    if isinstance(case.body, dict):
-        case.body = _whole_numbers_as_integers(case.body)
-        _equal_columns(case.body)
-        _equal_columns(case.body.get("chart_data"))
-        _order_diameters(case.body, case.method.upper())
-    if isinstance(case.query, MutableMapping):
-        _order_range(case.query)
-    if isinstance(case.headers, MutableMapping):
-        if "If-Match" in case.headers:
-            case.headers["If-Match"] = "*"
-        if "Idempotency-Key" in case.headers:
-            case.headers["Idempotency-Key"] = uuid.uuid4().hex
+def filter_failure(context: HookContext, failure: Failure, case: Case, response: Response) -> bool:
+    """False (leave it out) for a refused valid request whose refusal the document cannot express."""
+    if not isinstance(failure, RejectedPositiveData):
+        return True
+    if _breaks_a_generated_part(case):
+        return False
+    if response.status_code == 412:
+        return not any(name.lower() == "if-match" for name in case.headers or {})
+    if response.status_code == 422:
+        return not _refused_only_for_cross_field_rules(response)
+    return True

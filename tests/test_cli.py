@@ -1,5 +1,6 @@
 """`python -m sprockets_cache` as a user runs it: subprocesses against a real redis-server."""
 
+import hashlib
 import os
 import re
 import shutil
@@ -119,6 +120,52 @@ def test_seed_never_prints_the_redis_password(workdir: Path) -> None:
     assert ":***@127.0.0.1" in failed.stderr
 
 
+def test_seed_into_a_redis_that_is_full_exits_1_naming_the_refusal_and_writes_nothing(
+    workdir: Path, redis_url: str
+) -> None:
+    with redis.Redis.from_url(redis_url) as client:
+        limit = client.config_get("maxmemory")["maxmemory"]
+        # A Redis at its memory limit with no eviction refuses every write with OOM.
+        client.config_set("maxmemory", "1")
+        try:
+            failed = cli("seed", FACTORY_SEED, cwd=workdir, REDIS_URL=redis_url)
+        finally:
+            client.config_set("maxmemory", limit)
+        assert client.dbsize() == 0
+    assert failed.returncode == 1
+    assert failed.stderr.startswith(f"Redis at {redis_url} failed: ")
+    assert "maxmemory" in failed.stderr
+
+
+def test_keys_new_prints_a_fresh_key_and_the_digest_that_admits_it(workdir: Path) -> None:
+    printed = [cli("keys", "new", cwd=workdir) for _ in range(2)]
+    assert [done.returncode for done in printed] == [0, 0]
+    pairs = [re.findall(r"^(?:key|digest): +(\S+)$", done.stdout, re.MULTILINE) for done in printed]
+    assert all(len(pair) == 2 for pair in pairs)
+    assert pairs[0][0] != pairs[1][0]
+    for key, digest in pairs:
+        assert hashlib.sha256(key.encode()).hexdigest() == digest
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "complaint"),
+    [
+        (["--port", "http"], {}, "not a port number: 'http'"),
+        (["--port", "70000"], {}, "not a port number: '70000'"),
+        ([], {"PORT": "eighty"}, "not a port number: 'eighty'"),
+        (["--workers", "0"], {}, "not a whole number >= 1: '0'"),
+        ([], {"WORKERS": "-2"}, "not a whole number >= 1: '-2'"),
+    ],
+)
+def test_serve_with_a_bad_port_or_worker_count_is_a_usage_error(
+    workdir: Path, args: list[str], env: dict[str, str], complaint: str
+) -> None:
+    failed = cli("serve", *args, cwd=workdir, **env)
+    assert failed.returncode == 2
+    assert complaint in failed.stderr
+    assert "usage:" in failed.stderr
+
+
 class Run:
     """`python -m sprockets_cache run` in `workdir`, its log in run.log."""
 
@@ -226,3 +273,24 @@ def test_with_two_workers_metrics_count_the_requests_of_both(workdir: Path, run_
     assert float(counted[1]) == requests
     assert run.stop(signal.SIGINT) == 0
     assert list(tmp.iterdir()) == []  # the workers' metric files went with the run
+
+
+@pytest.mark.timeout(120)
+def test_run_with_redis_url_serves_that_redis_and_says_which_seed_files_are_missing(
+    tmp_path: Path, redis_url: str, run_in: list[Run]
+) -> None:
+    # No seeds/ in this directory: nothing to load, and the log says so; no embedded Redis either.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = Run(elsewhere, free_port(), REDIS_URL=redis_url)
+    run_in.append(run)
+    run.wait_until_serving()
+    created = httpx.post(f"{run.url}/api/v1/factories", json={"name": "Line A"})
+    assert created.status_code == 201, created.text
+    with redis.Redis.from_url(redis_url) as client:
+        assert client.hget("sc:{factory:1}:meta", "name") == b"Line A"
+    assert run.stop(signal.SIGTERM) == 0
+    log = run.log.read_text()
+    assert f"no seed file at {elsewhere / FACTORY_SEED}" in log
+    assert "embedded Redis" not in log
+    assert not (elsewhere / "data").exists()

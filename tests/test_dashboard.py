@@ -45,6 +45,13 @@ UPDATE_S = 5.0
 # Polling, when a stream is down, runs every 5 s.
 POLLED_UPDATE_S = 12.0
 pytestmark = pytest.mark.timeout(120)
+# `make screenshot` sets this to docs/dashboard.png; otherwise the picture goes to the test's temp dir.
+SCREENSHOT = os.environ.get("DASHBOARD_SCREENSHOT")
+# The series' stroke colours in app.js, as RGB.
+ACTUAL_RGB, GOAL_RGB = (0x25, 0x63, 0xEB), (0xD9, 0x77, 0x06)
+# Of the plot's width in device pixels: how far a series' strokes must reach, and how many columns they must
+# touch (the goal is dashed), for a line across the plot rather than a dot or two.
+SPAN_AT_LEAST, COVER_AT_LEAST = 0.8, 0.4
 
 
 def _free_port() -> int:
@@ -121,6 +128,33 @@ def _open(browsing: Browsing, base: str) -> Any:
     return page
 
 
+# Runs in the page: which columns of a chart's plot area hold pixels of a stroke colour.
+STROKE_COLUMNS = """(card, rgb) => {
+  const canvas = card.querySelector(".uplot canvas");
+  const over = card.querySelector(".u-over").getBoundingClientRect();
+  const box = canvas.getBoundingClientRect();
+  const scale = canvas.width / box.width;
+  const left = Math.round((over.left - box.left) * scale), top = Math.round((over.top - box.top) * scale);
+  const width = Math.round(over.width * scale), height = Math.round(over.height * scale);
+  const pixels = canvas.getContext("2d").getImageData(left, top, width, height).data;
+  const columns = new Set();
+  for (let i = 0; i < pixels.length; i += 4) {
+    const near = Math.abs(pixels[i] - rgb[0]) + Math.abs(pixels[i + 1] - rgb[1]) + Math.abs(pixels[i + 2] - rgb[2]);
+    if (pixels[i + 3] > 200 && near < 60) columns.add((i / 4) % width);
+  }
+  return { width, columns: [...columns] };
+}"""
+
+
+def _stroke_reach(card: Any, rgb: tuple[int, int, int]) -> tuple[float, float]:
+    """How much of its plot's width a series' line spans (first to last column) and touches."""
+    found = card.evaluate(STROKE_COLUMNS, list(rgb))
+    columns, width = found["columns"], found["width"]
+    if not columns:
+        return 0.0, 0.0
+    return (max(columns) - min(columns) + 1) / width, len(columns) / width
+
+
 def _newest(base: str) -> int:
     return max(httpx.get(f"{base}/api/v1/factories/{n}/summary").json()["last_time"] for n in range(1, FACTORIES + 1))
 
@@ -153,6 +187,38 @@ def test_the_dashboard_draws_every_factory_and_follows_a_new_point_live(
 
     assert [url for url in browsing.requests if urlsplit(url).netloc != urlsplit(server).netloc] == []
     assert browsing.errors == []  # no script error, no Content-Security-Policy violation
+
+
+def test_on_first_load_every_chart_draws_actual_and_goal_as_lines_across_its_plot(
+    server: str, browsing: Browsing, tmp_path: Path
+) -> None:
+    page = _open(browsing, server)
+    for n in range(FACTORIES):
+        card = page.locator(".card").nth(n)
+        sync_api.expect(card.locator(".uplot")).not_to_have_attribute("data-points", "0")
+        for name, rgb in (("actual", ACTUAL_RGB), ("goal", GOAL_RGB)):
+            span, cover = _stroke_reach(card, rgb)
+            assert span >= SPAN_AT_LEAST, f"factory {n + 1}: {name} spans {span:.0%} of the plot"
+            assert cover >= COVER_AT_LEAST, f"factory {n + 1}: {name} touches {cover:.0%} of the plot's columns"
+
+    # Hovering shows the point under the cursor: its time, actual and goal, as the API has them.
+    card = page.locator('.card[data-factory-id="1"]')
+    card.locator(".u-over").hover()
+    tip = card.locator(".tip")
+    sync_api.expect(tip).to_be_visible()
+    at, bucket = int(tip.get_attribute("data-unix")), int(card.locator(".uplot").get_attribute("data-bucket"))
+    chart = httpx.get(f"{server}/api/v1/factories/1", params={"from": at, "to": at + bucket - 1}).json()["chart_data"]
+    assert chart["time"], "the tooltip names a time with no point"
+    assert tip.locator(".tip-actual").text_content() == f"{sum(chart['sprocket_production_actual']):,}"
+    assert tip.locator(".tip-goal").text_content() == f"{sum(chart['sprocket_production_goal']):,}"
+    sync_api.expect(tip.locator(".tip-time")).to_have_text(re.compile(r"\d{4}"))
+
+    # The page down to the end of its content, not the empty viewport below it.
+    height = page.evaluate("Math.ceil(document.querySelector('main').getBoundingClientRect().bottom)")
+    page.screenshot(
+        path=SCREENSHOT or str(tmp_path / "dashboard.png"), clip={"x": 0, "y": 0, "width": 1400, "height": height}
+    )
+    assert browsing.errors == []
 
 
 def test_when_streams_fail_the_page_polls_with_if_none_match(server: str, browsing: Browsing) -> None:
@@ -189,8 +255,15 @@ def test_the_range_picker_asks_for_the_window_it_names(server: str, browsing: Br
     summaries = [httpx.get(f"{server}/api/v1/factories/{n}/summary").json() for n in range(1, FACTORIES + 1)]
     newest = max(summary["last_time"] for summary in summaries)
     oldest = min(summary["first_time"] for summary in summaries)
-    # Presets end at the newest point, however old: the seeds are from January 2021. Week is the default.
-    assert _windows(browsing) == {(newest - 7 * 86400 + 1, newest)}
+    # By default each chart shows its own factory's recent points, however old.
+    assert _windows(browsing) == {(summary["first_time"], summary["last_time"]) for summary in summaries}
+    assert page.locator("[data-range=recent]").get_attribute("aria-pressed") == "true"
+
+    # Presets end at the newest point of any factory: the seeds are from January 2021.
+    page.get_by_role("button", name="Week").click()
+    sync_api.expect(page.locator("#window")).to_contain_text("Last week")
+    _wait_for(page, lambda: (newest - 7 * 86400 + 1, newest) in _windows(browsing))
+    assert page.evaluate("location.hash") == "#week"
 
     page.get_by_role("button", name="All").click()
     sync_api.expect(page.locator("#window")).to_contain_text("All data")

@@ -167,6 +167,9 @@ async def test_writing_points_to_an_unknown_factory_is_404_and_writes_nothing(
 BAD_CHARTS = [
     ({**chart((10, 1, 1)), "time": [-1]}, "time.0"),
     ({**chart((10, 1, 1)), "time": [1.5]}, "time.0"),
+    ({**chart((10, 1, 1)), "time": [True]}, "time.0"),
+    ({**chart((10, 1, 1)), "sprocket_production_actual": [1e300]}, "sprocket_production_actual.0"),
+    ({**chart((10, 1, 1), (20, 1, 1)), "time": [10.0, 20.5]}, "time.1"),
     ({**chart((10, 1, 1)), "time": ["10"]}, "time.0"),
     ({**chart((10, 1, 1)), "sprocket_production_actual": [-3]}, "sprocket_production_actual.0"),
     ({**chart((10, 1, 1)), "sprocket_production_goal": [2**32]}, "sprocket_production_goal.0"),
@@ -189,6 +192,21 @@ async def test_bad_chart_data_is_422_naming_the_field_and_writes_nothing(
     assert field in [error["field"] for error in written.json()["errors"]]
     assert f"chart_data.{field}" in [error["field"] for error in created.json()["errors"]]
     assert (await api.get(URL)).json()["factories"] == [{"id": 1, "name": "Factory 1", "chart_data": chart((5, 5, 5))}]
+
+
+async def test_numbers_with_a_zero_fraction_are_the_integers_they_equal(api: httpx.AsyncClient) -> None:
+    # JSON Schema, and so the OpenAPI document, counts 352.0 as an integer: the server takes it as one.
+    floats = {"time": [352.0, 10.0], "sprocket_production_actual": [7.0, 3], "sprocket_production_goal": [8.0, 4.0]}
+    created = await api.post(URL, json={"chart_data": floats})
+    assert created.status_code == 201, created.text
+    # Compared as text too: in Python 352.0 == 352, on the wire they differ.
+    assert b'"time":[10,352]' in created.content
+    assert created.json()["chart_data"] == chart((10, 3, 4), (352, 7, 8))
+    written = await api.post(f"{URL}/1/chart_data", json={**chart((352, 0, 0)), "time": [352.0]})
+    assert written.json() == {"written": 1}
+    read = await api.get(f"{URL}/1")
+    assert b'"sprocket_production_actual":[3,0]' in read.content
+    assert read.json()["chart_data"] == chart((10, 3, 4), (352, 0, 0))
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """/openapi.json is valid OpenAPI 3.1, made from the models that validate, and covers every route;
 /docs is Swagger UI served from this app alone."""
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from html.parser import HTMLParser
@@ -11,6 +12,8 @@ import fakeredis
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openapi_spec_validator import validate
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -105,6 +108,35 @@ async def test_query_bounds_in_the_document_are_the_ones_enforced(
         assert (await client.get(url, params={parameter: value})).status_code == 200, value
     for value in (low - 1, high + 1):
         assert (await client.get(url, params={parameter: value})).status_code == 422, value
+
+
+def _header(name: str) -> st.SearchStrategy[bytes]:
+    """Values of a header parameter the document allows, as the bytes a client sends."""
+    pattern = openapi.PARAMETERS[name]["schema"]["pattern"]
+    return st.from_regex(pattern, fullmatch=True).map(lambda value: value.encode("latin-1"))
+
+
+async def _answers(if_none_match: bytes, if_match: bytes, idempotency_key: bytes) -> list[int]:
+    app = create_app(Settings(), fakeredis.FakeAsyncRedis())
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            sprocket = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
+            created = await http.post("/api/v1/sprockets", json=sprocket, headers={"Idempotency-Key": idempotency_key})
+            read = await http.get("/api/v1/sprockets/1", headers={"If-None-Match": if_none_match})
+            replaced = await http.put("/api/v1/sprockets/1", json=sprocket, headers={"If-Match": if_match})
+            return [created.status_code, read.status_code, replaced.status_code]
+
+
+@settings(max_examples=60, deadline=None)
+@given(_header("If-None-Match"), _header("If-Match"), _header("Idempotency-Key"))
+def test_every_header_value_the_document_allows_is_taken(
+    if_none_match: bytes, if_match: bytes, idempotency_key: bytes
+) -> None:
+    created, read, replaced = asyncio.run(_answers(if_none_match, if_match, idempotency_key))
+    assert created == 201
+    assert read in (200, 304)
+    assert replaced in (200, 412)
 
 
 class _Page(HTMLParser):

@@ -243,7 +243,7 @@ SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch":
         ),
         ({"sprockets": [{**SPROCKET, "teeth": "5"}]}, "sprockets[0].teeth: Input should be a valid integer"),
         ({"sprockets": [{**SPROCKET, "color": "red"}]}, "sprockets[0].color: Extra inputs are not permitted"),
-        ({"sprockets": [{**SPROCKET, "teeth": 5.0}]}, "sprockets[0].teeth: Input should be a valid integer"),
+        ({"sprockets": [{**SPROCKET, "teeth": 5.5}]}, "sprockets[0].teeth: Input should be a valid integer"),
         ({"sprockets": {}}, "sprockets: Input should be a valid list"),
         ({"sprockets": [], "widgets": []}, "widgets: Extra inputs are not permitted"),
         ([SPROCKET], 'must be a JSON object holding a list "factories", "sprockets" or both'),

@@ -55,6 +55,18 @@ async def test_get_then_if_none_match_is_304_until_the_sprocket_changes(api: htt
     assert changed.headers["etag"] != etag
 
 
+async def test_a_tooth_count_with_a_zero_fraction_is_that_integer_in_every_write(api: httpx.AsyncClient) -> None:
+    created = await api.post(URL, json={**SPROCKET, "teeth": 12.0})
+    assert created.status_code == 201, created.text
+    assert b'"teeth":12,' in created.content
+    replaced = await api.put(f"{URL}/1", json={**SPROCKET, "teeth": 13.0})
+    assert b'"teeth":13,' in replaced.content
+    patched = await api.patch(f"{URL}/1", json={"teeth": 14.0})
+    assert b'"teeth":14,' in patched.content
+    assert (await api.get(f"{URL}/1")).json()["teeth"] == 14
+    assert (await api.patch(f"{URL}/1", json={"teeth": 14.5})).status_code == 422
+
+
 async def test_put_replaces_every_field_and_keeps_created_at(api: httpx.AsyncClient) -> None:
     created = (await create(api)).json()
     replacement = {"teeth": 12, "pitch_diameter": 10.5, "outside_diameter": 11.25, "pitch": 2.0}
@@ -188,7 +200,6 @@ async def test_a_cursor_the_api_did_not_give_is_400(api: httpx.AsyncClient, curs
 BAD_BODIES = [
     ({**SPROCKET, "teeth": 0}, "teeth"),
     ({**SPROCKET, "teeth": 5.5}, "teeth"),
-    ({**SPROCKET, "teeth": 5.0}, "teeth"),
     ({**SPROCKET, "teeth": "5"}, "teeth"),
     ({**SPROCKET, "teeth": True}, "teeth"),
     ({**SPROCKET, "teeth": 2**40}, "teeth"),

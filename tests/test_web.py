@@ -21,11 +21,40 @@ async def test_a_query_number_is_ascii_digits_or_422(api: httpx.AsyncClient, que
     assert response.status_code == expected, response.text
 
 
-@pytest.mark.parametrize("tag", [b'"\xb2"', b'"' + b"1" * 5000 + b'"', b'""', b'W/"1"'])
+@pytest.mark.parametrize("tag", [b'"1x"', b'"1,2"', b'"' + b"1" * 5000 + b'"', b'""', b'W/"1"'])
 async def test_an_if_match_that_names_no_version_is_412(api: httpx.AsyncClient, tag: bytes) -> None:
     assert (await api.post(URL, json=SPROCKET)).status_code == 201
     response = await api.put(f"{URL}/1", json=SPROCKET, headers={"If-Match": tag})
     assert response.status_code == 412, response.text
+
+
+@pytest.mark.parametrize("value", [b"", b" ", b"1", b'"1" "2"', b'"1",', b'*, "1"', b'w/"1"', b'"\xb2"'])
+async def test_a_conditional_header_not_of_the_documented_form_is_400_and_writes_nothing(
+    api: httpx.AsyncClient, value: bytes
+) -> None:
+    assert (await api.post(URL, json=SPROCKET)).status_code == 201
+    read = await api.get(f"{URL}/1", headers={"If-None-Match": value})
+    replaced = await api.put(f"{URL}/1", json={**SPROCKET, "teeth": 9}, headers={"If-Match": value})
+    deleted = await api.delete(f"{URL}/1", headers={"If-Match": value})
+    assert [read.status_code, replaced.status_code, deleted.status_code] == [400, 400, 400]
+    assert "If-Match" in replaced.json()["detail"]
+    assert (await api.get(f"{URL}/1")).json()["teeth"] == 5
+
+
+@pytest.mark.parametrize("value", [b'"1"', b'W/"0", "1"', b"*", b'"7" ,\t"1"'])
+async def test_a_conditional_header_of_the_documented_form_is_taken(api: httpx.AsyncClient, value: bytes) -> None:
+    assert (await api.post(URL, json=SPROCKET)).status_code == 201
+    assert (await api.get(f"{URL}/1", headers={"If-None-Match": value})).status_code == 304
+    assert (await api.put(f"{URL}/1", json=SPROCKET, headers={"If-Match": value})).status_code == 200
+
+
+@pytest.mark.parametrize("key", [b"", b" ", b"a" * 256, b"caf\xe9", b"tab\there"])
+async def test_an_idempotency_key_not_of_the_documented_form_is_400_and_creates_nothing(
+    api: httpx.AsyncClient, key: bytes
+) -> None:
+    response = await api.post(URL, json=SPROCKET, headers={"Idempotency-Key": key})
+    assert response.status_code == 400, response.text
+    assert (await api.get(URL)).json()["sprockets"] == []
 
 
 async def test_if_none_match_on_a_write_never_hides_it_behind_a_304(api: httpx.AsyncClient) -> None:

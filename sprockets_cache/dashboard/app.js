@@ -5,7 +5,11 @@
 (() => {
   const API = "/api/v1";
   const SPANS_S = { hour: 3600, day: 86400, week: 7 * 86400 };
-  const LABELS = { hour: "Last hour", day: "Last day", week: "Last week", all: "All data", custom: "Custom" };
+  const LABELS = {
+    recent: "Recent", hour: "Last hour", day: "Last day", week: "Last week", all: "All data", custom: "Custom",
+  };
+  // "Recent" gives each chart a window of its own: up to this long, ending at its factory's newest point.
+  const RECENT_S = 86400;
   // Bucket widths a chart may ask for: the smallest one that keeps a chart's points within its pixels.
   const BUCKETS_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
   // A browser opens at most 6 HTTP/1.1 connections to a host: streams past this many would starve
@@ -18,10 +22,10 @@
   const MAX_SPROCKETS = 5000;
 
   const state = {
-    range: "week",
+    range: "recent",
     custom: null, // {from, to} in unix seconds
     factories: new Map(), // id -> card
-    window: null, // {from, to}
+    window: null, // {from, to} shared by every chart; null in "recent", where each card has its own
   };
 
   const $ = (selector, root = document) => root.querySelector(selector);
@@ -113,11 +117,22 @@
   }
 
   function currentWindow() {
+    if (state.range === "recent") return null;
     if (state.range === "custom" && state.custom) return state.custom;
     const end = newestPoint();
     if (end == null) return null;
     if (state.range === "all") return { from: oldestPoint(), to: end };
     return { from: Math.max(0, end - SPANS_S[state.range] + 1), to: end };
+  }
+
+  // A factory's own recent points, so a factory that is old or stopped still shows its lines.
+  function recentWindow(card) {
+    if (card.lastTime == null) return null;
+    return { from: Math.max(card.firstTime, card.lastTime - RECENT_S + 1), to: card.lastTime };
+  }
+
+  function windowOf(card) {
+    return state.range === "recent" ? recentWindow(card) : state.window;
   }
 
   function bucketFor(view, widthPx) {
@@ -130,6 +145,10 @@
   function describeWindow() {
     const line = $("#window");
     const view = state.window;
+    if (state.range === "recent" && newestPoint() != null) {
+      line.textContent = "Recent: each chart ends at its factory's newest point and spans up to a day before it";
+      return;
+    }
     if (!view) {
       line.textContent = state.factories.size ? "No points yet." : "No factories yet.";
       return;
@@ -155,6 +174,7 @@
       lastTime: null,
       chartUrl: null,
       chartEtag: null,
+      view: null, // the window its chart shows
       plot: null,
       source: null,
       poller: null,
@@ -211,13 +231,43 @@
     return Math.max(200, $(".chart", card.node).clientWidth);
   }
 
+  // On hover, the point under the cursor: its time (a bucket's first second), actual and goal.
+  function tooltip() {
+    let tip = null;
+    const show = (u) => {
+      const i = u.cursor.idx;
+      const [time, actual, goal] = [0, 1, 2].map((n) => (i == null ? null : u.data[n][i]));
+      tip.hidden = actual == null;
+      if (tip.hidden) return;
+      tip.dataset.unix = String(time);
+      $(".tip-time", tip).textContent = formatTime(time);
+      $(".tip-actual", tip).textContent = numbers.format(actual);
+      $(".tip-goal", tip).textContent = numbers.format(goal);
+      const x = u.valToPos(time, "x");
+      const left = x + tip.offsetWidth + 12 > u.over.clientWidth ? x - tip.offsetWidth - 12 : x + 12;
+      tip.style.left = `${Math.max(0, left)}px`;
+      tip.style.top = `${Math.max(0, Math.min(u.cursor.top, u.over.clientHeight - tip.offsetHeight))}px`;
+    };
+    return {
+      hooks: {
+        init: (u) => {
+          tip = $("#chart-tip").content.firstElementChild.cloneNode(true);
+          tip.hidden = true;
+          u.over.append(tip);
+        },
+        setCursor: show,
+      },
+    };
+  }
+
   function makePlot(card, data) {
     const few = data[0].length < 60;
     const options = {
       width: plotWidth(card),
       height: CHART_HEIGHT,
+      plugins: [tooltip()],
       scales: {
-        x: { time: true, range: () => [state.window.from, state.window.to] },
+        x: { time: true, range: () => [card.view.from, card.view.to] },
         y: { range: (u, min, max) => [0, max > 0 ? max * 1.15 : 1] },
       },
       series: [
@@ -230,13 +280,19 @@
         { stroke: "#4b5563", grid: { stroke: "#eceff3" }, ticks: { stroke: "#d1d5db" }, size: 48 },
       ],
       cursor: { drag: { x: false, y: false } },
+      // The legend is a key only: the tooltip shows the values under the cursor.
+      legend: { live: false },
     };
     return new uPlot(options, data, $(".chart", card.node));
   }
 
   async function loadChart(card) {
-    const view = state.window;
-    if (!view) return;
+    const view = windowOf(card);
+    if (!view) {
+      $(".note", card.node).textContent = "No points yet.";
+      return;
+    }
+    card.view = view;
     const bucket = bucketFor(view, plotWidth(card));
     const url = `${API}/factories/${card.id}?from=${view.from}&to=${view.to}&bucket=${bucket}`;
     // An ETag is the factory's version, whatever the range: only ask with it for the same URL.
@@ -281,7 +337,9 @@
     try {
       if (!(await loadSummary(card))) return;
       const view = currentWindow();
-      const moved = !state.window || !view || view.from !== state.window.from || view.to !== state.window.to;
+      const before = state.window;
+      // In "recent" each chart has its own window: only this card's can have moved.
+      const moved = view !== before && (!view || !before || view.from !== before.from || view.to !== before.to);
       state.window = view;
       describeWindow();
       const cards = moved ? [...state.factories.values()] : [card];
@@ -400,7 +458,9 @@
 
   function choose(range) {
     if (range === "custom") {
-      const view = state.window || currentWindow();
+      const newest = newestPoint();
+      const recent = newest == null ? null : { from: Math.max(oldestPoint(), newest - RECENT_S + 1), to: newest };
+      const view = state.window || recent;
       if (view) {
         $("#from").value = toLocalInput(view.from);
         $("#to").value = toLocalInput(view.to);

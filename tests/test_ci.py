@@ -1,0 +1,22 @@
+"""The GitHub workflow runs what .ci/run runs: the same Debian packages, then the same make targets."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CI_RUN = (ROOT / ".ci" / "run").read_text()
+WORKFLOW = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
+INSTALLED = re.compile(r"apt-get install -y -qq ([a-z0-9 .+-]+?) >/dev/null")
+
+
+def test_the_workflow_installs_the_debian_packages_that_ci_run_does() -> None:
+    wanted = {package for line in INSTALLED.findall(CI_RUN) for package in line.split()}
+    assert wanted == {"redis-server", "chromium"}
+    assert {package for line in INSTALLED.findall(WORKFLOW) for package in line.split()} == wanted
+
+
+def test_the_workflow_runs_the_make_targets_of_ci_run_in_order_on_python_3_11() -> None:
+    targets = re.findall(r"^make (\w+)$", CI_RUN, re.MULTILINE)
+    assert targets == ["test", "contract"]
+    assert re.findall(r"^\s+run: make (\w+)$", WORKFLOW, re.MULTILINE) == targets
+    assert re.search(r"^\s+image: python:3\.11-", WORKFLOW, re.MULTILINE)

@@ -13,8 +13,33 @@ Client = redis.Redis | RedisCluster
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
 # The same, or no answer within an asyncio.timeout put around a call (it raises the builtin TimeoutError).
 UNAVAILABLE_OR_LATE: tuple[type[Exception], ...] = (*UNAVAILABLE_ERRORS, TimeoutError)
+# An error reply of Redis's: a refusal (see refusal()) or a bug of ours.
+ERROR_REPLIES: tuple[type[Exception], ...] = (redis.ResponseError,)
+# Error replies with which Redis refuses a write it has not applied, while it still serves reads: the
+# reason (as the metric's label) by the reply's first word. redis-py strips the word from OOM and
+# READONLY replies, which it raises as classes of their own.
+REFUSALS = {
+    "OOM": "out_of_memory",
+    "READONLY": "read_only",
+    "MISCONF": "persistence_failing",
+    "NOREPLICAS": "no_replicas",
+}
+_REFUSED_CLASSES: dict[type[Exception], str] = {
+    redis.OutOfMemoryError: "out_of_memory",
+    redis.ReadOnlyError: "read_only",
+}
 # How long one XREAD of a subscriber waits for a write; its client's read timeout is longer.
 EVENTS_BLOCK_MS = 10_000
+
+
+def refusal(error: Exception) -> str | None:
+    """Why Redis refused a write, when `error` is such a refusal (see REFUSALS), else None."""
+    reason = _REFUSED_CLASSES.get(type(error))
+    if reason is None and isinstance(error, redis.ResponseError):
+        message = str(error)
+        # A pipeline's reply names the failed command first: "Command # 1 (...) of pipeline caused error: ".
+        reason = REFUSALS.get(message.rpartition("caused error: ")[2].split(" ", 1)[0])
+    return reason
 
 
 def connect(

@@ -27,3 +27,11 @@ class TooManyPoints(Exception):
     def __init__(self, points: int, most: int) -> None:
         super().__init__(points, most)
         self.points, self.most = points, most
+
+
+class WriteRefused(Exception):
+    """Redis refused a write and applied none of it; `reason` is one of connections.REFUSALS' values."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

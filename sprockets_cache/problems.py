@@ -16,6 +16,7 @@ from sprockets_cache.errors import (
     SubscribersFull,
     TooManyPoints,
     VersionMismatch,
+    WriteRefused,
 )
 
 MEDIA_TYPE = "application/problem+json"
@@ -104,6 +105,23 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     return problem_response(503, "The datastore is unavailable; retry shortly.", headers=_retry_after())
 
 
+# Why Redis refuses writes, as a person can act on it: (status, detail, seconds to wait before a retry).
+_REFUSED = {
+    "out_of_memory": (507, "The datastore is out of memory and refuses writes", 30),
+    "read_only": (503, "The datastore is a read-only replica just now, as during a failover", 1),
+    "persistence_failing": (503, "The datastore refuses writes because it cannot save to disk", 30),
+    "no_replicas": (503, "The datastore refuses writes because too few of its replicas are connected", 5),
+}
+
+
+async def _write_refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, WriteRefused)
+    request.state.metrics.refused_writes.labels(exc.reason).inc()
+    status, cause, retry_after_s = _REFUSED[exc.reason]
+    detail = f"{cause}; nothing was written. Reads still work; retry the write later."
+    return problem_response(status, detail, headers={"Retry-After": str(retry_after_s)})
+
+
 async def _server_error(request: Request, exc: Exception) -> Response:
     return problem_response(500, "The server failed to handle this request.")
 
@@ -123,6 +141,7 @@ def exception_handlers(unavailable: tuple[type[Exception], ...]) -> dict[Any, An
         IdempotencyKeyReused: _key_reused,
         TooManyPoints: _too_many_points,
         SubscribersFull: _subscribers_full,
+        WriteRefused: _write_refused,
         Exception: _server_error,
     }
     handlers.update({error: _unavailable for error in unavailable})

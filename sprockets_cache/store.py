@@ -27,6 +27,9 @@ SPROCKET_FIELDS = ("teeth", "pitch_diameter", "outside_diameter", "pitch")
 
 # Events (writes) a factory's stream keeps for clients that resume with Last-Event-ID.
 EVENTS_KEPT = 1000
+# Writes nothing, yet Redis counts it a write (it has a flags line without no-writes) and checks before
+# running it what it checks before a write: it answers READONLY, OOM, MISCONF or NOREPLICAS instead.
+_WRITE_PROBE = "#!lua\nreturn 1"
 # As many points as a read may return when the caller sets no bound.
 UNLIMITED = 2**62
 
@@ -81,6 +84,13 @@ class Store:
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
+
+    async def check_writable(self) -> None:
+        """Raises what a write would now (on a cluster: to any master), if Redis refuses writes."""
+        if isinstance(self.redis, RedisCluster):
+            await self.redis.execute_command("EVAL", _WRITE_PROBE, 0, target_nodes=RedisCluster.PRIMARIES)
+        else:
+            await self._command("EVAL", _WRITE_PROBE, 0)
 
     # Sprockets
 

@@ -161,7 +161,12 @@ def create_app(
         own_subscribers = None
         if client is None and subscribers is None:
             own_subscribers = connect_subscribers(
-                settings.redis_url, settings.redis_cluster, settings.redis_timeout_s, settings.events_max_clients
+                settings.redis_url,
+                settings.redis_cluster,
+                settings.redis_timeout_s,
+                settings.events_max_clients,
+                settings.redis_sentinels,
+                settings.redis_sentinel_master,
             )
         store = Store(
             client
@@ -171,8 +176,12 @@ def create_app(
                 settings.redis_timeout_s,
                 settings.redis_max_connections,
                 time_each_command=False,
+                sentinels=settings.redis_sentinels,
+                master=settings.redis_sentinel_master,
             ),
             subscribers or own_subscribers,
+            settings.redis_wait_replicas,
+            settings.wait_ms,
         )
         try:
             await _wait_for_redis(store, settings.redis_startup_wait_s, settings.redis_timeout_s)

@@ -1,11 +1,16 @@
 """Connections to Redis: one client for requests, one for event subscribers, both failing fast."""
 
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+
+from sprockets_cache.errors import NotReplicated
 
 Client = redis.Redis | RedisCluster
 
@@ -49,6 +54,8 @@ def connect(
     max_connections: int | None = None,
     *,
     time_each_command: bool = True,
+    sentinels: Sequence[str] = (),
+    master: str = "",
 ) -> Client:
     """A client that fails fast and never piles up connections: one quick retry on a dropped
     connection, never on a timeout, since a write that timed out may have happened.
@@ -67,8 +74,39 @@ def connect(
     }
     if cluster:
         return RedisCluster.from_url(url, max_connections=max_connections or 1000, **options)
+    if sentinels:
+        return _sentinel_master(url, sentinels, master, timeout_s, max_connections=max_connections or 1000, **options)
     pool = redis.ConnectionPool.from_url(url, max_connections=max_connections or 1000, **options)
     return redis.Redis.from_pool(pool)
+
+
+class _SentinelPool(SentinelConnectionPool):
+    """Closes the connections to the Sentinels with its own, so closing the client leaves nothing open."""
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            await self.sentinel_manager.aclose()
+
+
+def _sentinel_master(url: str, sentinels: Sequence[str], master: str, timeout_s: float, **options: Any) -> redis.Redis:
+    """A client of the master the Sentinels (each "host:port") name `master`. Each new connection asks
+    them where the master is; a connection that finds its server demoted (READONLY) or gone is dropped,
+    so after a failover the next connection, or the retry of the failed call, reaches the new master.
+    From `url` only the password, user, database and scheme (rediss: TLS) apply."""
+    settings: dict[str, Any] = dict(parse_url(url))
+    if "path" in settings:
+        raise ValueError("REDIS_URL must be redis:// or rediss:// with Sentinels, not a unix socket")
+    settings.pop("host", None)
+    settings.pop("port", None)
+    settings["ssl"] = settings.pop("connection_class", None) is redis.SSLConnection
+    addresses = [(host, int(port)) for host, _, port in (address.rpartition(":") for address in sentinels)]
+    # The Sentinels answer in their own time, not the one commands get (which may be none: see connect).
+    timeouts = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    manager = Sentinel(addresses, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
+    client: redis.Redis = manager.master_for(master, connection_pool_class=_SentinelPool, **settings, **options)
+    return client
 
 
 async def execute(client: redis.Redis, *args: Any) -> Any:
@@ -92,7 +130,37 @@ async def _send_and_read(connection: redis.Connection, args: tuple[Any, ...]) ->
     return await connection.read_response()
 
 
-def connect_subscribers(url: str, cluster: bool, timeout_s: float, max_clients: int) -> Client:
+async def execute_and_wait(client: redis.Redis, replicas: int, wait_ms: int, *args: Any) -> Any:
+    """execute(), then WAIT on the same connection, in the same round trip: NotReplicated unless
+    `replicas` replicas confirm, within `wait_ms`, that they have this write and every one before it."""
+    pool = client.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        reply, confirmed = await connection.retry.call_with_retry(
+            lambda: _send_and_wait(connection, args, replicas, wait_ms), lambda _: connection.disconnect()
+        )
+    finally:
+        await pool.release(connection)
+    if confirmed < replicas:
+        raise NotReplicated(confirmed, replicas)
+    return reply
+
+
+async def _send_and_wait(
+    connection: redis.Connection, args: tuple[Any, ...], replicas: int, wait_ms: int
+) -> tuple[Any, int]:
+    await connection.send_packed_command(connection.pack_commands([args, ("WAIT", replicas, wait_ms)]))
+    try:
+        reply = await connection.read_response()
+    except redis.ResponseError:
+        await connection.read_response()  # WAIT's reply, so the connection stays in step
+        raise
+    return reply, await connection.read_response()
+
+
+def connect_subscribers(
+    url: str, cluster: bool, timeout_s: float, max_clients: int, sentinels: Sequence[str] = (), master: str = ""
+) -> Client:
     """A second client, for event subscribers that block in XREAD, so they never take the connections
     requests need. On one Redis each subscriber holds one of at most `max_clients` connections and
     none is waited for (see Store.subscribe); a cluster client bounds each node's connections instead."""
@@ -103,5 +171,7 @@ def connect_subscribers(url: str, cluster: bool, timeout_s: float, max_clients: 
     }
     if cluster:
         return RedisCluster.from_url(url, **options)
+    if sentinels:
+        return _sentinel_master(url, sentinels, master, timeout_s, health_check_interval=30, **options)
     pool = redis.BlockingConnectionPool.from_url(url, timeout=0, health_check_interval=30, **options)
     return redis.Redis.from_pool(pool)

@@ -35,3 +35,11 @@ class WriteRefused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class NotReplicated(Exception):
+    """Redis applied a write, but fewer replicas than required confirmed it in time (WAIT)."""
+
+    def __init__(self, confirmed: int, required: int) -> None:
+        super().__init__(confirmed, required)
+        self.confirmed, self.required = confirmed, required

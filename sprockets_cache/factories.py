@@ -64,10 +64,10 @@ async def create_factory(request: Request) -> Response:
     factory = validate(FactoryIn, body)
     buckets = _packed(factory.chart_data)
 
-    async def create() -> Response:
+    async def create(wait: bool) -> Response:
         factory_id = await store(request).new_factory_ids()
         name = factory.name or f"Factory {factory_id}"
-        version = await store(request).create_factory(factory_id, name, buckets)
+        version = await store(request).create_factory(factory_id, name, buckets, wait)
         request.state.metrics.points_written.inc(count(buckets))
         chart_data = unpack(buckets).as_chart_data()
         body = {"id": factory_id, "name": name, "chart_data": chart_data}

@@ -53,6 +53,11 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.unreplicated_writes = Counter(
+            "redis_unreplicated_writes",
+            "Writes answered 503 because fewer replicas than REDIS_WAIT_REPLICAS confirmed them in time",
+            registry=self.registry,
+        )
         self.points_written = Counter("points_written", "Production points written", registry=self.registry)
         # labels() takes a lock and hashes its arguments: a request looks its series up here instead.
         self._series: dict[tuple[str, str, int], Any] = {}

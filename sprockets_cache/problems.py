@@ -13,6 +13,7 @@ from sprockets_cache.errors import (
     IdempotencyInProgress,
     IdempotencyKeyReused,
     NotFound,
+    NotReplicated,
     SubscribersFull,
     TooManyPoints,
     VersionMismatch,
@@ -122,6 +123,17 @@ async def _write_refused(request: Request, exc: Exception) -> Response:
     return problem_response(status, detail, headers={"Retry-After": str(retry_after_s)})
 
 
+async def _not_replicated(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, NotReplicated)
+    request.state.metrics.unreplicated_writes.inc()
+    detail = (
+        f"The write may or may not have been applied: Redis took it, but {exc.confirmed} of the {exc.required} "
+        "replicas required confirmed it in time, so a failover could lose it. Repeating the request is safe "
+        "(a create with the same Idempotency-Key)."
+    )
+    return problem_response(503, detail, headers=_retry_after())
+
+
 async def _server_error(request: Request, exc: Exception) -> Response:
     return problem_response(500, "The server failed to handle this request.")
 
@@ -142,6 +154,7 @@ def exception_handlers(unavailable: tuple[type[Exception], ...]) -> dict[Any, An
         TooManyPoints: _too_many_points,
         SubscribersFull: _subscribers_full,
         WriteRefused: _write_refused,
+        NotReplicated: _not_replicated,
         Exception: _server_error,
     }
     handlers.update({error: _unavailable for error in unavailable})

@@ -138,3 +138,35 @@ async def test_refused_writes_are_clear_answers_that_write_nothing_while_reads_g
             created = await api.post("/api/v1/sprockets", json=SPROCKET, headers={"Idempotency-Key": "first-try"})
             assert (created.status_code, created.json()["id"]) == (201, 2)
             assert (await api.post("/api/v1/factories/1/chart_data", json=CHART_DATA)).status_code == 200
+
+
+async def test_a_write_no_replica_confirms_is_a_503_that_a_retry_with_the_same_key_settles(tmp_path: Path) -> None:
+    """REDIS_WAIT_REPLICAS=1 on a Redis without replicas: Redis takes each write but none is confirmed."""
+    with EmbeddedRedis(tmp_path, appendfsync="always") as server:
+        settings = Settings(redis_url=server.url, redis_wait_replicas=1, redis_timeout_s=0.4)
+        async with LifespanManager(create_app(settings)) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
+                # The retry finds the first try's response, but cannot replay it until a replica has it.
+                for _ in range(2):
+                    response = await api.post("/api/v1/sprockets", json=SPROCKET, headers={"Idempotency-Key": "once"})
+                    assert response.status_code == 503
+                    assert response.headers["retry-after"] == "1"
+                    assert "may or may not have been applied" in response.json()["detail"]
+                    assert "0 of the 1 replicas" in response.json()["detail"]
+                for method, path, body in [
+                    ("PUT", "/api/v1/sprockets/1", {**SPROCKET, "teeth": 9}),
+                    ("POST", "/api/v1/factories", {"chart_data": CHART_DATA}),
+                    ("POST", "/api/v1/factories/1/chart_data", CHART_DATA),
+                    ("DELETE", "/api/v1/sprockets/1", None),
+                ]:
+                    response = await api.request(method, path, json=body)
+                    assert response.status_code == 503
+                    assert "may or may not have been applied" in response.json()["detail"], (method, path)
+                metrics = (await api.get("/metrics")).text
+                assert "redis_unreplicated_writes_total 6.0" in metrics
+        # What Redis took: one sprocket for the two tries with one key (deleted last), and the factory.
+        with redis.Redis.from_url(server.url) as operator:
+            assert operator.get("sc:{sprockets}:next_id") == b"1"
+            assert operator.zcard("sc:{sprockets}:index") == 0
+            assert operator.hget("sc:{factory:1}:meta", "name") == b"Factory 1"

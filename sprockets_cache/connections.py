@@ -8,14 +8,21 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.exceptions import ClusterDownError, SlotNotCoveredError
 from redis.backoff import NoBackoff
 
 from sprockets_cache.errors import NotReplicated
 
 Client = redis.Redis | RedisCluster
 
-# What a client sees as 503: Redis is down, loading, or too slow to answer.
-UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+# What a client sees as 503: Redis is down, loading, or too slow to answer; or a cluster is down (CLUSTERDOWN,
+# as while a dead master's replica takes over), or part of it (MASTERDOWN, a slot that no node serves).
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ClusterDownError,
+    SlotNotCoveredError,
+)
 # The same, or no answer within an asyncio.timeout put around a call (it raises the builtin TimeoutError).
 UNAVAILABLE_OR_LATE: tuple[type[Exception], ...] = (*UNAVAILABLE_ERRORS, TimeoutError)
 # An error reply of Redis's: a refusal (see refusal()) or a bug of ours.

@@ -143,7 +143,8 @@ async def test_refused_writes_are_clear_answers_that_write_nothing_while_reads_g
 async def test_a_write_no_replica_confirms_is_a_503_that_a_retry_with_the_same_key_settles(tmp_path: Path) -> None:
     """REDIS_WAIT_REPLICAS=1 on a Redis without replicas: Redis takes each write but none is confirmed."""
     with EmbeddedRedis(tmp_path, appendfsync="always") as server:
-        settings = Settings(redis_url=server.url, redis_wait_replicas=1, redis_timeout_s=0.4)
+        # Each write waits a third of this for the replica that never comes.
+        settings = Settings(redis_url=server.url, redis_wait_replicas=1, redis_timeout_s=1.5)
         async with LifespanManager(create_app(settings)) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:

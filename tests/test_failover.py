@@ -25,7 +25,7 @@ from tests.cluster import local_cluster
 from tests.failover import SPROCKET, Acknowledged, lost_writes, start_load
 from tests.sentinel import MASTER_NAME, Deployment, local_sentinels
 
-# What the issue promises: from the kill to the first write that succeeds again.
+# From the kill to the first write that succeeds again, at most (what docs/durability.md describes).
 RECOVERY_S = 5
 # How long the load runs before the kill, and the most it waits after it for writes to succeed again.
 LOAD_BEFORE_KILL_S = 1.0

@@ -48,9 +48,10 @@ screenshot: $(STAMP)
 	DASHBOARD_SCREENSHOT=docs/dashboard.png $(BIN)/pytest -q tests/test_dashboard.py \
 		-k test_on_first_load_every_chart_draws_actual_and_goal_as_lines_across_its_plot
 
-# The API against a minimal Starlette + Redis baseline on a Redis of its own, then 2 workers against 1 and a
-# 3-master Redis Cluster against one Redis (5-8 minutes, more when the host takes cores); writes
-# BENCHMARKS.md and bench/results.png.
+# The API against a minimal Starlette + Redis baseline on a Redis of its own, then 2 workers against 1, a
+# 3-master Redis Cluster against one Redis, and writes that wait for a replica against writes that do not
+# (6-9 minutes, more when the host takes cores; `python bench/replication.py` runs the last part alone);
+# writes BENCHMARKS.md and bench/results.png.
 # Not part of `make test`.
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)

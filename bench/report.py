@@ -250,6 +250,19 @@ def machine(redis_version: str, run_s: float, busy_before: float) -> str:
     )
 
 
+def put_section(path: Path, title: str, body: str) -> None:
+    """Put `## title` into BENCHMARKS.md in place of its older self, else before the storage layout, and
+    leave the rest as it is (for a part of the bench run alone)."""
+    text = path.read_text()
+    section = f"## {title}\n\n{body}\n\n"
+    older = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## )", re.DOTALL | re.MULTILINE)
+    if older.search(text):
+        text = older.sub(lambda _: section, text, count=1)
+    else:
+        text = text.replace("## Storage layout", section + "## Storage layout", 1)
+    path.write_text(text)
+
+
 def write(path: Path, sections: dict[str, str], storage_results: Path) -> None:
     """BENCHMARKS.md: the given sections, a pointer to the storage comparison, and the kept analysis."""
     old = path.read_text() if path.exists() else ""

@@ -1,6 +1,7 @@
 """`make bench`: the API against a minimal Starlette + Redis baseline, then point ingestion, memory per
-point, range reads, the factory listing, the seed command, and scaling out (bench/scaling.py: 2 workers
-against 1, a 3-master Redis Cluster against one Redis). Writes BENCHMARKS.md and bench/results.png.
+point, range reads, the factory listing, the seed command, scaling out (bench/scaling.py: 2 workers
+against 1, a 3-master Redis Cluster against one Redis), and what waiting for a replica costs
+(bench/replication.py). Writes BENCHMARKS.md and bench/results.png.
 
 Everything runs on this machine: its own redis-server (AOF, appendfsync everysec) in a temp dir, the
 API and the baseline (bench/baseline.py) as one uvicorn worker each, and wrk as the load generator.
@@ -22,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import redis  # noqa: E402
+import replication  # noqa: E402
 import report  # noqa: E402
 import scaling  # noqa: E402
 import servers  # noqa: E402
@@ -358,6 +360,8 @@ def main() -> None:
         # After the rest, on Redis of their own, so the processes above are gone.
         _wait_for_quiet(args.quiet_wait_s)
         setups, spread = scaling.measure(tmp, args.scaling_duration_s, args.scaling_rounds, args.batch)
+        _wait_for_quiet(args.quiet_wait_s)
+        replicated = replication.measure(tmp)
 
     rows = [row for comparison in comparisons for row in report.comparison_rows(comparison)]
     table = report.table(rows + _figure_rows(args, figures, listing, seed_s))
@@ -376,6 +380,7 @@ def main() -> None:
             f"Cores in use on average during the A/B runs (of {os.cpu_count()}; API and baseline each ran half "
             f"the time): {_cores_text(cores)}."
         ),
+        replication.TITLE: replication.section(replicated),
     }
     report.write(args.output, sections, BENCH / "storage-results.md")
     _say(f"\n{table}\n\nwrote {args.output} and {args.plot} in {run_s / 60:.1f} min")

@@ -17,8 +17,16 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from sprockets_cache import docs, events, factories, home, migration, openapi, sprockets
-from sprockets_cache.connections import UNAVAILABLE_ERRORS, UNAVAILABLE_OR_LATE, Client, connect, connect_subscribers
+from sprockets_cache.connections import (
+    UNAVAILABLE_ERRORS,
+    UNAVAILABLE_OR_LATE,
+    Client,
+    connect,
+    connect_subscribers,
+    refusal,
+)
 from sprockets_cache.deadlines import Deadlines
+from sprockets_cache.errors import WriteRefused
 from sprockets_cache.observability import AccessLog, Metrics, RequestObserver, metrics_endpoint
 from sprockets_cache.problems import exception_handlers
 from sprockets_cache.security import Guard, response_headers
@@ -34,11 +42,18 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
+    """200 when Redis would take a write now; 503 when it is away, or answers but refuses writes (a
+    replica, out of memory, failing to save, short of replicas), so a balancer sends clients elsewhere."""
     try:
         async with asyncio.timeout(request.scope["state"]["settings"].redis_timeout_s):
-            await store(request).ping()
+            await store(request).check_writable()
     except UNAVAILABLE_OR_LATE:
         return json_response({"status": "unavailable"}, 503, headers={"Retry-After": "1"})
+    except redis.ResponseError as error:
+        reason = refusal(error)
+        if reason is None:
+            raise
+        return json_response({"status": "refusing_writes", "reason": reason}, 503, headers={"Retry-After": "1"})
     return json_response({"status": "ready"})
 
 
@@ -92,6 +107,11 @@ class _Resource:
             if deadlines.expired(task):
                 raise redis.TimeoutError("Redis did not answer in time.") from None
             raise
+        except redis.ResponseError as error:
+            reason = refusal(error)
+            if reason is None:
+                raise
+            raise WriteRefused(reason) from error
         finally:
             deadlines.stop(task)
         await response(scope, receive, send)
@@ -141,7 +161,12 @@ def create_app(
         own_subscribers = None
         if client is None and subscribers is None:
             own_subscribers = connect_subscribers(
-                settings.redis_url, settings.redis_cluster, settings.redis_timeout_s, settings.events_max_clients
+                settings.redis_url,
+                settings.redis_cluster,
+                settings.redis_timeout_s,
+                settings.events_max_clients,
+                settings.redis_sentinels,
+                settings.redis_sentinel_master,
             )
         store = Store(
             client
@@ -151,8 +176,12 @@ def create_app(
                 settings.redis_timeout_s,
                 settings.redis_max_connections,
                 time_each_command=False,
+                sentinels=settings.redis_sentinels,
+                master=settings.redis_sentinel_master,
             ),
             subscribers or own_subscribers,
+            settings.redis_wait_replicas,
+            settings.wait_ms,
         )
         try:
             await _wait_for_redis(store, settings.redis_startup_wait_s, settings.redis_timeout_s)

@@ -181,7 +181,15 @@ def _load_seeds(
 async def _load(
     settings: Settings, paths: Sequence[Path], progress: seed.Progress | None, only_if_empty: bool
 ) -> list[str]:
-    store = Store(connect(settings.redis_url, settings.redis_cluster, settings.redis_timeout_s))
+    store = Store(
+        connect(
+            settings.redis_url,
+            settings.redis_cluster,
+            settings.redis_timeout_s,
+            sentinels=settings.redis_sentinels,
+            master=settings.redis_sentinel_master,
+        )
+    )
     try:
         # Fail fast on an unreachable Redis, before reading big files.
         await store.ping()

@@ -6,17 +6,53 @@ from typing import Any
 import hiredis
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import ClusterDownError, SlotNotCoveredError
+
+from sprockets_cache.errors import NotReplicated
 
 Client = redis.Redis | RedisCluster
 
-# What a client sees as 503: Redis is down, loading, or too slow to answer.
-UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+# What a client sees as 503: Redis is down, loading, or too slow to answer; or a cluster is down (CLUSTERDOWN,
+# as while a dead master's replica takes over), or part of it (MASTERDOWN, a slot that no node serves).
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ClusterDownError,
+    SlotNotCoveredError,
+)
 # The same, or no answer within an asyncio.timeout put around a call (it raises the builtin TimeoutError).
 UNAVAILABLE_OR_LATE: tuple[type[Exception], ...] = (*UNAVAILABLE_ERRORS, TimeoutError)
+# An error reply of Redis's: a refusal (see refusal()) or a bug of ours.
+ERROR_REPLIES: tuple[type[Exception], ...] = (redis.ResponseError,)
+# Error replies with which Redis refuses a write it has not applied, while it still serves reads: the
+# reason (as the metric's label) by the reply's first word. redis-py strips the word from OOM and
+# READONLY replies, which it raises as classes of their own.
+REFUSALS = {
+    "OOM": "out_of_memory",
+    "READONLY": "read_only",
+    "MISCONF": "persistence_failing",
+    "NOREPLICAS": "no_replicas",
+}
+_REFUSED_CLASSES: dict[type[Exception], str] = {
+    redis.OutOfMemoryError: "out_of_memory",
+    redis.ReadOnlyError: "read_only",
+}
 # How long one XREAD of a subscriber waits for a write; its client's read timeout is longer.
 EVENTS_BLOCK_MS = 10_000
+
+
+def refusal(error: Exception) -> str | None:
+    """Why Redis refused a write, when `error` is such a refusal (see REFUSALS), else None."""
+    reason = _REFUSED_CLASSES.get(type(error))
+    if reason is None and isinstance(error, redis.ResponseError):
+        message = str(error)
+        # A pipeline's reply names the failed command first: "Command # 1 (...) of pipeline caused error: ".
+        reason = REFUSALS.get(message.rpartition("caused error: ")[2].split(" ", 1)[0])
+    return reason
 
 
 def connect(
@@ -26,6 +62,8 @@ def connect(
     max_connections: int | None = None,
     *,
     time_each_command: bool = True,
+    sentinels: Sequence[str] = (),
+    master: str = "",
 ) -> Client:
     """A client that fails fast and never piles up connections: one quick retry on a dropped
     connection, never on a timeout, since a write that timed out may have happened.
@@ -44,8 +82,39 @@ def connect(
     }
     if cluster:
         return RedisCluster.from_url(url, max_connections=max_connections or 1000, **options)
+    if sentinels:
+        return _sentinel_master(url, sentinels, master, timeout_s, max_connections=max_connections or 1000, **options)
     pool = redis.ConnectionPool.from_url(url, max_connections=max_connections or 1000, **options)
     return redis.Redis.from_pool(pool)
+
+
+class _SentinelPool(SentinelConnectionPool):
+    """Closes the connections to the Sentinels with its own, so closing the client leaves nothing open."""
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            await self.sentinel_manager.aclose()
+
+
+def _sentinel_master(url: str, sentinels: Sequence[str], master: str, timeout_s: float, **options: Any) -> redis.Redis:
+    """A client of the master the Sentinels (each "host:port") name `master`. Each new connection asks
+    them where the master is; a connection that finds its server demoted (READONLY) or gone is dropped,
+    so after a failover the next connection, or the retry of the failed call, reaches the new master.
+    From `url` only the password, user, database and scheme (rediss: TLS) apply."""
+    settings: dict[str, Any] = dict(parse_url(url))
+    if "path" in settings:
+        raise ValueError("REDIS_URL must be redis:// or rediss:// with Sentinels, not a unix socket")
+    settings.pop("host", None)
+    settings.pop("port", None)
+    settings["ssl"] = settings.pop("connection_class", None) is redis.SSLConnection
+    addresses = [(host, int(port)) for host, _, port in (address.rpartition(":") for address in sentinels)]
+    # The Sentinels answer in their own time, not the one commands get (which may be none: see connect).
+    timeouts = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    manager = Sentinel(addresses, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
+    client: redis.Redis = manager.master_for(master, connection_pool_class=_SentinelPool, **settings, **options)
+    return client
 
 
 async def execute(client: redis.Redis, *args: Any) -> Any:
@@ -71,7 +140,38 @@ async def _send_and_read(connection: redis.Connection, args: tuple[Any, ...]) ->
     return await connection.read_response()
 
 
-def connect_subscribers(url: str, cluster: bool, timeout_s: float, max_clients: int) -> Client:
+async def execute_and_wait(client: redis.Redis, replicas: int, wait_ms: int, *args: Any) -> Any:
+    """execute(), then WAIT on the same connection, in the same round trip: NotReplicated unless
+    `replicas` replicas confirm, within `wait_ms`, that they have this write and every one before it."""
+    pool = client.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        reply, confirmed = await connection.retry.call_with_retry(
+            lambda: _send_and_wait(connection, args, replicas, wait_ms), lambda _: connection.disconnect()
+        )
+    finally:
+        await pool.release(connection)
+    if confirmed < replicas:
+        raise NotReplicated(confirmed, replicas)
+    return reply
+
+
+async def _send_and_wait(
+    connection: redis.Connection, args: tuple[Any, ...], replicas: int, wait_ms: int
+) -> tuple[Any, int]:
+    wait: tuple[Any, ...] = ("WAIT", replicas, wait_ms)
+    await connection.send_packed_command(hiredis.pack_command(args) + hiredis.pack_command(wait))
+    try:
+        reply = await connection.read_response()
+    except redis.ResponseError:
+        await connection.read_response()  # WAIT's reply, so the connection stays in step
+        raise
+    return reply, await connection.read_response()
+
+
+def connect_subscribers(
+    url: str, cluster: bool, timeout_s: float, max_clients: int, sentinels: Sequence[str] = (), master: str = ""
+) -> Client:
     """A second client, for event subscribers that block in XREAD, so they never take the connections
     requests need. On one Redis each subscriber holds one of at most `max_clients` connections and
     none is waited for (see Store.subscribe); a cluster client bounds each node's connections instead."""
@@ -82,6 +182,8 @@ def connect_subscribers(url: str, cluster: bool, timeout_s: float, max_clients: 
     }
     if cluster:
         return RedisCluster.from_url(url, **options)
+    if sentinels:
+        return _sentinel_master(url, sentinels, master, timeout_s, health_check_interval=30, **options)
     pool = redis.BlockingConnectionPool.from_url(url, timeout=0, health_check_interval=30, **options)
     return redis.Redis.from_pool(pool)
 

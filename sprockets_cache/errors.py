@@ -27,3 +27,19 @@ class TooManyPoints(Exception):
     def __init__(self, points: int, most: int) -> None:
         super().__init__(points, most)
         self.points, self.most = points, most
+
+
+class WriteRefused(Exception):
+    """Redis refused a write and applied none of it; `reason` is one of connections.REFUSALS' values."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class NotReplicated(Exception):
+    """Redis applied a write, but fewer replicas than required confirmed it in time (WAIT)."""
+
+    def __init__(self, confirmed: int, required: int) -> None:
+        super().__init__(confirmed, required)
+        self.confirmed, self.required = confirmed, required

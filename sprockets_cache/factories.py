@@ -63,10 +63,10 @@ async def create_factory(request: Request) -> Response:
     factory = validate(FactoryIn, body)
     points = _points(factory.chart_data)
 
-    async def create() -> Response:
+    async def create(wait: bool) -> Response:
         factory_id = await store(request).new_factory_ids()
         name = factory.name or f"Factory {factory_id}"
-        version = await store(request).create_factory(factory_id, name, buckets(points))
+        version = await store(request).create_factory(factory_id, name, buckets(points), wait)
         request.state.metrics.points_written.inc(len(points.time))
         body = {"id": factory_id, "name": name, "chart_data": points.as_chart_data()}
         return versioned_response(request, body, version, status=201, location=f"/api/v1/factories/{factory_id}")

@@ -154,7 +154,9 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ready", "unavailable"]
+    status: Literal["ready", "unavailable", "refusing_writes"]
+    # With refusing_writes: out_of_memory, read_only, persistence_failing or no_replicas.
+    reason: str | None = None
 
 
 class Problem(BaseModel):

@@ -47,6 +47,17 @@ class Metrics:
         self.redis_errors = Counter(
             "redis_errors", "Requests failed because Redis was unreachable or too slow", registry=self.registry
         )
+        self.refused_writes = Counter(
+            "redis_refused_writes",
+            "Writes Redis refused, by reason: out_of_memory, read_only, persistence_failing, no_replicas",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.unreplicated_writes = Counter(
+            "redis_unreplicated_writes",
+            "Writes answered 503 because fewer replicas than REDIS_WAIT_REPLICAS confirmed them in time",
+            registry=self.registry,
+        )
         self.points_written = Counter("points_written", "Production points written", registry=self.registry)
         # labels() takes a lock and hashes its arguments: a request looks its series up here instead.
         self._series: dict[tuple[str, str, int], Any] = {}

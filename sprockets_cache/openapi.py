@@ -146,7 +146,20 @@ RESPONSES = {
         "TooManyRequests",
         _problem("Over the rate limit.", "Problem", "Retry-After", "RateLimit", "RateLimit-Policy"),
     ),
-    "503": ("Unavailable", _problem("Redis is unreachable or too slow.", "Problem", "Retry-After")),
+    "503": (
+        "Unavailable",
+        _problem(
+            "Redis is unreachable or too slow; or it refuses writes (a read-only replica, failing to save, short"
+            " of replicas); or too few replicas confirmed a write (REDIS_WAIT_REPLICAS): it may or may not"
+            " have been applied, and repeating it is safe (a create with the same Idempotency-Key).",
+            "Problem",
+            "Retry-After",
+        ),
+    ),
+    "507": (
+        "InsufficientStorage",
+        _problem("Redis is out of memory and refuses writes; nothing was written.", "Problem", "Retry-After"),
+    ),
 }
 NOT_MODIFIED = {
     "description": "The ETag is one that If-None-Match names.",
@@ -155,6 +168,8 @@ NOT_MODIFIED = {
 # What every operation under /api/ may answer, and every one that reads a body besides.
 _API_ERRORS = ("401", "429", "503")
 _BODY_ERRORS = ("400", "408", "413", "415", "422")
+# And every one that writes.
+_WRITE_ERRORS = ("507",)
 
 
 def _json(description: str, schema: str, *headers: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -202,6 +217,8 @@ def _operation(
         content = {media_type: {"schema": _ref("schemas", schema)} for media_type in media_types or [JSON]}
         operation["requestBody"] = {"required": True, "content": content}
         errors = (*errors, *_BODY_ERRORS)
+    if body or operation_id.startswith("delete"):
+        errors = (*errors, *_WRITE_ERRORS)
     for status in sorted({*errors, *_API_ERRORS}):
         responses.setdefault(status, _ref("responses", RESPONSES[status][0]))
     operation["responses"] = responses
@@ -320,12 +337,14 @@ def _service_paths() -> dict[str, Any]:
     def text(media_type: str, description: str) -> dict[str, Any]:
         return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
 
-    unavailable = _json("Redis does not answer.", "Readiness", "Retry-After", required=("Retry-After",))
+    unavailable = _json(
+        "Redis does not answer, or refuses writes.", "Readiness", "Retry-After", required=("Retry-After",)
+    )
     document = {"description": "OpenAPI 3.1.", "content": {JSON: {"schema": {"type": "object"}}}}
     return {
         "/": get("dashboard", "The dashboard: production charts", {"200": text("text/html", "A page.")}),
         "/health": get("health", "Liveness; does not ask Redis", {"200": _json("Alive.", "Health")}),
-        "/ready": get("ready", "Whether Redis answers", {"200": _json("Ready.", "Readiness"), "503": unavailable}),
+        "/ready": get("ready", "Whether Redis takes writes", {"200": _json("Ready.", "Readiness"), "503": unavailable}),
         "/metrics": get("metrics", "Prometheus metrics", {"200": text("text/plain", "The text exposition format.")}),
         "/openapi.json": get("openapi", "This document", {"200": document}),
         "/docs": get("docs", "Swagger UI for this document", {"200": text("text/html", "A page.")}),

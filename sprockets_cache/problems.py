@@ -13,9 +13,11 @@ from sprockets_cache.errors import (
     IdempotencyInProgress,
     IdempotencyKeyReused,
     NotFound,
+    NotReplicated,
     SubscribersFull,
     TooManyPoints,
     VersionMismatch,
+    WriteRefused,
 )
 
 MEDIA_TYPE = "application/problem+json"
@@ -104,6 +106,34 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     return problem_response(503, "The datastore is unavailable; retry shortly.", headers=_retry_after())
 
 
+# Why Redis refuses writes, as a person can act on it: (status, detail, seconds to wait before a retry).
+_REFUSED = {
+    "out_of_memory": (507, "The datastore is out of memory and refuses writes", 30),
+    "read_only": (503, "The datastore is a read-only replica just now, as during a failover", 1),
+    "persistence_failing": (503, "The datastore refuses writes because it cannot save to disk", 30),
+    "no_replicas": (503, "The datastore refuses writes because too few of its replicas are connected", 5),
+}
+
+
+async def _write_refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, WriteRefused)
+    request.state.metrics.refused_writes.labels(exc.reason).inc()
+    status, cause, retry_after_s = _REFUSED[exc.reason]
+    detail = f"{cause}; nothing was written. Reads still work; retry the write later."
+    return problem_response(status, detail, headers={"Retry-After": str(retry_after_s)})
+
+
+async def _not_replicated(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, NotReplicated)
+    request.state.metrics.unreplicated_writes.inc()
+    detail = (
+        f"The write may or may not have been applied: Redis took it, but {exc.confirmed} of the {exc.required} "
+        "replicas required confirmed it in time, so a failover could lose it. Repeating the request is safe "
+        "(a create with the same Idempotency-Key)."
+    )
+    return problem_response(503, detail, headers=_retry_after())
+
+
 async def _server_error(request: Request, exc: Exception) -> Response:
     return problem_response(500, "The server failed to handle this request.")
 
@@ -123,6 +153,8 @@ def exception_handlers(unavailable: tuple[type[Exception], ...]) -> dict[Any, An
         IdempotencyKeyReused: _key_reused,
         TooManyPoints: _too_many_points,
         SubscribersFull: _subscribers_full,
+        WriteRefused: _write_refused,
+        NotReplicated: _not_replicated,
         Exception: _server_error,
     }
     handlers.update({error: _unavailable for error in unavailable})

@@ -7,22 +7,38 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
-from sprockets_cache.connections import Client, execute
+from sprockets_cache.connections import Client, execute, execute_and_wait
 
 
 class Script:
     """A script of lua/, run with EVALSHA: on one Redis by connections.execute, else (on a cluster, or
-    queued in a pipeline) by redis-py's AsyncScript, which routes by key. Called as AsyncScript is."""
+    queued in a pipeline) by redis-py's AsyncScript, which routes by key. Called as AsyncScript is.
 
-    def __init__(self, client: Client, name: str) -> None:
+    With `replicas`, a call waits (WAIT, on the same connection) until that many replicas confirm
+    it, for at most `wait_ms`; NotReplicated if they do not. Only on one Redis (Settings refuses
+    REDIS_WAIT_REPLICAS on a cluster)."""
+
+    def __init__(self, client: Client, name: str, replicas: int = 0, wait_ms: int = 0) -> None:
         self.client = None if isinstance(client, RedisCluster) else client
         self.script = client.register_script(files("sprockets_cache").joinpath(f"lua/{name}.lua").read_text())
+        self.replicas, self.wait_ms = replicas, wait_ms
 
-    async def __call__(self, keys: Sequence[Any], args: Sequence[Any], client: Any = None) -> Any:
+    async def __call__(self, keys: Sequence[Any], args: Sequence[Any], client: Any = None, wait: bool = True) -> Any:
+        """`wait`=False: skip the WAIT, when a later write of the same request waits for both."""
         if client is not None or self.client is None:
             return await self.script(keys, args, client)
         try:
-            return await execute(self.client, "EVALSHA", self.script.sha, len(keys), *keys, *args)
+            if not (self.replicas and wait):
+                return await execute(self.client, "EVALSHA", self.script.sha, len(keys), *keys, *args)
+            return await self._run_and_wait(keys, args)
         except NoScriptError:
             # Redis lost its scripts (a restart, a failover, SCRIPT FLUSH) and ran nothing: load and run it.
-            return await self.script(keys, args)
+            if not (self.replicas and wait):
+                return await self.script(keys, args)
+            await self.client.script_load(self.script.script)
+            return await self._run_and_wait(keys, args)
+
+    async def _run_and_wait(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        assert self.client is not None
+        command = ("EVALSHA", self.script.sha, len(keys), *keys, *args)
+        return await execute_and_wait(self.client, self.replicas, self.wait_ms, *command)

@@ -8,7 +8,7 @@ import secrets
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sprockets_cache.connections import UNAVAILABLE_OR_LATE
+from sprockets_cache.connections import ERROR_REPLIES, UNAVAILABLE_OR_LATE, refusal
 from sprockets_cache.problems import problem_response
 from sprockets_cache.settings import Settings
 from sprockets_cache.store import Store
@@ -78,6 +78,13 @@ class Guard:
                 )
         except UNAVAILABLE_OR_LATE:
             # The limiter is a guard, not a dependency: when Redis is away the handler answers 503 itself.
+            await self.app(scope, receive, send)
+            return
+        except ERROR_REPLIES as error:
+            # Redis refuses writes (its limiter script may write out of memory): reads go on, writes get
+            # the refusal from the handler.
+            if refusal(error) is None:
+                raise
             await self.app(scope, receive, send)
             return
         policy = f"{self.settings.rate_limit_burst};w={max(1, round(1 / self.settings.rate_limit_per_s))}"

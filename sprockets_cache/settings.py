@@ -3,7 +3,7 @@
 import re
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -21,6 +21,14 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     # REDIS_URL names one node of a Redis Cluster.
     redis_cluster: bool = False
+    # Sentinels ("host:port", comma-separated) that name the master: REDIS_URL's host and port are then
+    # ignored, its password, database and scheme still apply.
+    redis_sentinels: Annotated[tuple[str, ...], NoDecode] = ()
+    # The name the Sentinels monitor the master under.
+    redis_sentinel_master: str = Field("sprockets", min_length=1)
+    # Each write waits until this many replicas confirm it (WAIT), for at most a third of REDIS_TIMEOUT_S;
+    # else 503. 0: a write is acknowledged once the master has it.
+    redis_wait_replicas: int = Field(0, ge=0)
     # A Redis command slower than this fails the request with 503.
     redis_timeout_s: float = Field(1.0, gt=0)
     # Connections to Redis per API process (per node on a cluster); unset: 1000.
@@ -54,7 +62,30 @@ class Settings(BaseSettings):
     # Browser origins allowed to call the API (CORS); none by default.
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
 
-    _split_keys = field_validator("api_keys", "cors_origins", mode="before")(_comma_separated)
+    _split_keys = field_validator("api_keys", "cors_origins", "redis_sentinels", mode="before")(_comma_separated)
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _are_addresses(cls, addresses: tuple[str, ...]) -> tuple[str, ...]:
+        for address in addresses:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"each entry must be host:port, not {address!r}")
+        return addresses
+
+    @model_validator(mode="after")
+    def _one_topology(self) -> "Settings":
+        if self.redis_sentinels and self.redis_cluster:
+            raise ValueError("set REDIS_SENTINELS or REDIS_CLUSTER, not both")
+        if self.redis_wait_replicas and self.redis_cluster:
+            raise ValueError("REDIS_WAIT_REPLICAS works with one Redis or Sentinel, not yet with REDIS_CLUSTER")
+        return self
+
+    @property
+    def wait_ms(self) -> int:
+        """How long a write waits for replicas: a third of the request's time for Redis, so that a write
+        that finds its script gone (one WAIT in vain, a reload, a second WAIT) can still answer."""
+        return max(1, int(self.redis_timeout_s * 1000 / 3))
 
     @field_validator("api_keys")
     @classmethod

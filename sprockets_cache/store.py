@@ -16,7 +16,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from sprockets_cache import keys, ranges, streams
 from sprockets_cache.clock import now
-from sprockets_cache.connections import Client, execute
+from sprockets_cache.connections import Client, execute, execute_and_wait
 from sprockets_cache.errors import NotFound, TooManyPoints, VersionMismatch
 from sprockets_cache.points import Buckets, count, span
 from sprockets_cache.records import Factory, Sprocket, Summary
@@ -26,6 +26,9 @@ SPROCKET_FIELDS = ("teeth", "pitch_diameter", "outside_diameter", "pitch")
 
 # Events (writes) a factory's stream keeps for clients that resume with Last-Event-ID.
 EVENTS_KEPT = 1000
+# Writes nothing, yet Redis counts it a write (it has a flags line without no-writes) and checks before
+# running it what it checks before a write: it answers READONLY, OOM, MISCONF or NOREPLICAS instead.
+_WRITE_PROBE = "#!lua\nreturn 1"
 # As many points as a read may return when the caller sets no bound.
 UNLIMITED = 2**62
 
@@ -56,16 +59,20 @@ def _sprocket_json(sprocket_id: int, fields: Mapping[str, Any]) -> bytes:
 
 
 class Store:
-    def __init__(self, client: Client, subscribers: Client | None = None) -> None:
+    def __init__(
+        self, client: Client, subscribers: Client | None = None, wait_replicas: int = 0, wait_ms: int = 0
+    ) -> None:
+        """Each write waits until `wait_replicas` replicas confirm it, for at most `wait_ms`: see Script."""
         # Any: redis-py's annotations do not tell its sync and async replies apart.
         self.redis: Any = client
         # The client event subscribers read with (connect_subscribers); `client` when none is given.
         self.subscribers: Any = subscribers or client
-        self._create_sprocket = Script(client, "sprocket_create")
-        self._update_sprocket = Script(client, "sprocket_update")
-        self._delete_sprocket = Script(client, "sprocket_delete")
+        self.wait_replicas, self.wait_ms = wait_replicas, wait_ms
+        self._create_sprocket = Script(client, "sprocket_create", wait_replicas, wait_ms)
+        self._update_sprocket = Script(client, "sprocket_update", wait_replicas, wait_ms)
+        self._delete_sprocket = Script(client, "sprocket_delete", wait_replicas, wait_ms)
         self._read_factory = Script(client, "factory_read")
-        self._write_factory = Script(client, "factory_write")
+        self._write_factory = Script(client, "factory_write", wait_replicas, wait_ms)
         self._summarize_factory = Script(client, "factory_summary")
         self._claim = Script(client, "idempotency_claim")
         self._rate_limit = Script(client, "rate_limit")
@@ -82,15 +89,25 @@ class Store:
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 
+    async def check_writable(self) -> None:
+        """Raises what a write would now (on a cluster: to any master), if Redis refuses writes."""
+        if isinstance(self.redis, RedisCluster):
+            await self.redis.execute_command("EVAL", _WRITE_PROBE, 0, target_nodes=RedisCluster.PRIMARIES)
+        else:
+            await self._command("EVAL", _WRITE_PROBE, 0)
+
     # Sprockets
 
-    async def create_sprocket(self, fields: Mapping[str, Any]) -> Sprocket:
+    async def create_sprocket(self, fields: Mapping[str, Any], wait: bool = True) -> Sprocket:
+        """`wait`=False: do not wait for replicas (see Store), when a later write of the request will."""
         stamp = now()
         values = {**fields, "created_at": stamp, "updated_at": stamp}
         # The script puts the new id in front of the rest of the JSON: `{"id":<id>,` + tail.
         tail = orjson.dumps(values)[1:]
         sprocket_id = await self._create_sprocket(
-            keys=[keys.SPROCKET_NEXT_ID, keys.SPROCKET_INDEX], args=[keys.sprocket_prefix(), tail, *_fields(values)]
+            keys=[keys.SPROCKET_NEXT_ID, keys.SPROCKET_INDEX],
+            args=[keys.sprocket_prefix(), tail, *_fields(values)],
+            wait=wait,
         )
         return Sprocket(sprocket_id, b'{"id":%d,' % sprocket_id + tail, 1)
 
@@ -156,8 +173,8 @@ class Store:
         """Reserve `count` consecutive ids; returns the first."""
         return int(await self.redis.incrby(keys.FACTORY_NEXT_ID, count)) - count + 1
 
-    async def create_factory(self, factory_id: int, name: str, buckets: Buckets) -> int:
-        """Write a factory with its points under a reserved id. Returns its version.
+    async def create_factory(self, factory_id: int, name: str, buckets: Buckets, wait: bool = True) -> int:
+        """Write a factory with its points under a reserved id. Returns its version. `wait`: as create_sprocket.
 
         The index and the factory live in different hash slots, so this is two steps: the id is
         listed first, and lists skip ids whose factory is not written (yet, or ever, after a crash).
@@ -166,13 +183,13 @@ class Store:
             pipe.set(keys.SCHEMA, keys.SCHEMA_VERSION, nx=True)  # points in this format are on their way
             pipe.zadd(keys.FACTORY_INDEX, {str(factory_id): factory_id})
             await pipe.execute()
-        return await self._write(factory_id, buckets, {"name": name, "version": 0, "created_at": now()})
+        return await self._write(factory_id, buckets, {"name": name, "version": 0, "created_at": now()}, wait)
 
     async def write_points(self, factory_id: int, buckets: Buckets) -> int:
         """Upsert points by bucket (see points.buckets) into an existing factory. Returns its new version."""
         return await self._write(factory_id, buckets, {})
 
-    async def _write(self, factory_id: int, buckets: Buckets, created: Mapping[str, Any]) -> int:
+    async def _write(self, factory_id: int, buckets: Buckets, created: Mapping[str, Any], wait: bool = True) -> int:
         numbers = sorted(buckets)
         first, last = span(buckets) if buckets else (0, 0)
         reply = await self._write_factory(
@@ -195,6 +212,7 @@ class Store:
                 ),
                 *(item for n in numbers for item in buckets[n].pairs),
             ],
+            wait=wait,
         )
         if reply is None:
             raise NotFound(factory_id)
@@ -268,7 +286,19 @@ class Store:
         return held
 
     async def save_idempotency(self, scope: str, digest: str, record: bytes, ttl_s: int) -> None:
-        await self.redis.set(keys.key_for_idempotency(scope, digest), record, ex=ttl_s)
+        """The last write of a create with an Idempotency-Key: it waits for replicas for the create too."""
+        key = keys.key_for_idempotency(scope, digest)
+        if self.wait_replicas:
+            await execute_and_wait(self.redis, self.wait_replicas, self.wait_ms, "SET", key, record, "EX", ttl_s)
+        else:
+            await self.redis.set(key, record, ex=ttl_s)
+
+    async def confirm_idempotency(self, scope: str, digest: str, record: bytes) -> None:
+        """Before a replay, when writes wait for replicas: the record written again as it is (value and
+        expiry), to wait until replicas have it, since the first answer may have been that they did not."""
+        if self.wait_replicas:
+            key = keys.key_for_idempotency(scope, digest)
+            await execute_and_wait(self.redis, self.wait_replicas, self.wait_ms, "SET", key, record, "KEEPTTL", "XX")
 
     async def release_idempotency(self, scope: str, digest: str) -> None:
         await self.redis.delete(keys.key_for_idempotency(scope, digest))

@@ -235,11 +235,17 @@ def versioned_response(
     return response
 
 
-async def idempotent(request: Request, scope: str, body: Any, create: Callable[[], Awaitable[Response]]) -> Response:
-    """Run `create` once per Idempotency-Key: a retry with the same body gets the first response again."""
+async def idempotent(
+    request: Request, scope: str, body: Any, create: Callable[[bool], Awaitable[Response]]
+) -> Response:
+    """Run `create` once per Idempotency-Key: a retry with the same body gets the first response again.
+
+    `create(wait)`: whether its write waits for replicas itself; with a key, saving the response does.
+    Were the create to wait and fail to, no record would say what it created, and a retry would
+    create it again."""
     key = header(request, b"idempotency-key")
     if key is None:
-        return await create()
+        return await create(True)
     if not _IDEMPOTENCY_KEY.fullmatch(key):
         raise Problem(400, "Idempotency-Key must be 1 to 255 visible ASCII characters (spaces only inside).")
     # Per credential: two clients with different API keys never share an Idempotency-Key.
@@ -250,9 +256,11 @@ async def idempotent(request: Request, scope: str, body: Any, create: Callable[[
         scope, key_digest, orjson.dumps({"body": body_digest}), IDEMPOTENCY_CLAIM_TTL_S
     )
     if held is not None:
-        return _replay(orjson.loads(held), body_digest)
+        replay = _replay(orjson.loads(held), body_digest)
+        await store(request).confirm_idempotency(scope, key_digest, held)
+        return replay
     try:
-        response = await create()
+        response = await create(False)
     except BaseException:
         # Best effort: if Redis is away the claim expires by itself.
         with contextlib.suppress(Exception):

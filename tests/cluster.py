@@ -1,5 +1,5 @@
-"""A local Redis Cluster of three masters for the integration tests, made the way an operator would:
-three redis-servers with cluster mode on, joined by `redis-cli --cluster create`."""
+"""A local Redis Cluster of three masters, and optionally replicas, for the integration tests, made the
+way an operator would: redis-servers with cluster mode on, joined by `redis-cli --cluster create`."""
 
 import contextlib
 import random
@@ -25,30 +25,33 @@ def find_redis_cli() -> str | None:
 
 
 @contextlib.contextmanager
-def local_cluster(base_dir: Path) -> Iterator[list[EmbeddedRedis]]:
+def local_cluster(base_dir: Path, replicas: int = 0, node_timeout_ms: int = 15_000) -> Iterator[list[EmbeddedRedis]]:
+    """The nodes, masters first. A master unreachable for `node_timeout_ms` fails over to its replica."""
     cli = find_redis_cli()
     if cli is None:
         raise RuntimeError("redis-cli is needed to create a cluster")
+    cluster_args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
     nodes = [
         EmbeddedRedis(
             base_dir / f"node{n}",
             port=_port_with_free_bus(),
             appendfsync="always",
-            extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
+            extra_args=[*cluster_args, "--cluster-node-timeout", str(node_timeout_ms)],
         )
-        for n in range(MASTERS)
+        for n in range(MASTERS * (1 + replicas))
     ]
     with contextlib.ExitStack() as stack:
         for node in nodes:
             stack.enter_context(node)
         addresses = [f"127.0.0.1:{node.port}" for node in nodes]
         subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(replicas), "--cluster-yes"],
             check=True,
             capture_output=True,
             timeout=READY_TIMEOUT_S,
         )
         _wait_until_ok(nodes)
+        _wait_until_replicating(nodes[MASTERS:])
         yield nodes
 
 
@@ -77,5 +80,16 @@ def _wait_until_ok(nodes: list[EmbeddedRedis]) -> None:
         while client.cluster("INFO")["cluster_state"] != "ok":
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the cluster did not become ready in {READY_TIMEOUT_S} s")
+            time.sleep(0.1)
+        client.close()
+
+
+def _wait_until_replicating(replicas: list[EmbeddedRedis]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    for replica in replicas:
+        client = redis.Redis(port=replica.port)
+        while client.info("replication").get("master_link_status") != "up":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the replicas were not in sync in {READY_TIMEOUT_S} s")
             time.sleep(0.1)
         client.close()

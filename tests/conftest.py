@@ -1,13 +1,15 @@
 """Redis for the tests: fakeredis for speed, and a real redis-server that this session starts
 on a free port in a temp dir (never the machine's shared 6379)."""
 
-from collections.abc import AsyncIterator, Iterator
+import functools
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import fakeredis
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from fakeredis.commands_mixins.scripting_mixin import ScriptingCommandsMixin
 
 from sprockets_cache.app import create_app
 from sprockets_cache.connections import Client, connect
@@ -115,3 +117,19 @@ async def real_api(settings: Settings, real_redis: Client) -> AsyncIterator[http
     patient = settings.model_copy(update={"redis_timeout_s": PATIENT_S})
     async for http in serve(patient, real_redis):
         yield http
+
+
+def _skip_script_flags(evaluate: Callable[..., Any]) -> Callable[..., Any]:
+    """fakeredis (2.41) reads a script's `#!lua` flags line as Lua and fails; Redis reads the flags and
+    checks them before the script runs (OOM, READONLY, MISCONF), which fakeredis does not model."""
+
+    @functools.wraps(evaluate)
+    def wrapper(self: Any, script: bytes, *args: Any) -> Any:
+        if script.startswith(b"#!"):
+            script = b"--" + script[2:]  # a comment, so line numbers stay as Redis counts them
+        return evaluate(self, script, *args)
+
+    return wrapper
+
+
+ScriptingCommandsMixin.eval = _skip_script_flags(ScriptingCommandsMixin.eval)  # type: ignore[method-assign]

@@ -1,3 +1,4 @@
+#!lua
 -- Convert one bucket of the store's first format, a string of 10-byte records (the time's offset in
 -- the bucket as a u16, actual and goal as u32, all big-endian), into a sorted set of points
 -- (points.py), in one step. A bucket that is no string (converted already) is left as it is.

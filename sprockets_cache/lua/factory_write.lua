@@ -1,3 +1,4 @@
+#!lua
 -- Upsert points into a factory's buckets (sorted sets, see points.py), optionally creating the factory,
 -- and tell its event stream, all in one step.
 -- KEYS[1] the factory's hash, KEYS[2] its bucket index, KEYS[3] its event stream, KEYS[4] a scratch key

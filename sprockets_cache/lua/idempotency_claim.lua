@@ -1,3 +1,4 @@
+#!lua
 -- Claim an idempotency key, or return what it already holds.
 -- KEYS[1] the key; ARGV[1] the claim's value, ARGV[2] its lifetime in seconds
 -- Returns false when the claim is ours, else the key's current value.

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- GCRA (generic cell rate algorithm): one request costs `interval` ms of a budget that refills
 -- continuously; up to `burst` requests may come at once. The key holds the theoretical arrival
 -- time (TAT) in ms and expires when the budget is full again, so idle clients cost nothing.

@@ -1,3 +1,4 @@
+#!lua
 -- Create a sprocket: a new id, its hash and its index entry, in one step.
 -- KEYS[1] id counter, KEYS[2] index (sorted set of ids)
 -- ARGV[1] the prefix its hash key is named with, ARGV[2] its JSON after `{"id":<id>,`,

@@ -1,3 +1,4 @@
+#!lua
 -- Delete a sprocket if its version is the expected one.
 -- KEYS[1] the sprocket's hash, KEYS[2] index; ARGV[1] the accepted versions as ',3,4,' or '', ARGV[2] id
 -- Returns 1 when deleted, 0 when there is no such sprocket, -1 when the version differs.

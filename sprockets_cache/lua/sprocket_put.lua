@@ -1,3 +1,4 @@
+#!lua
 -- Write sprockets under ids reserved beforehand (seeding), each with its index entry, in one step.
 -- A hash already at one of those ids is replaced, so a rerun converges on the same sprockets.
 -- KEYS[1] index (sorted set of ids), KEYS[2..n+1] the sprockets' hashes

@@ -1,3 +1,4 @@
+#!lua
 -- Compare-and-set: write fields of a sprocket if its version is one the client accepts.
 -- KEYS[1] the sprocket's hash
 -- ARGV[1] the accepted versions as ',3,4,', or '' for any; ARGV[2], ARGV[3] its JSON before and after

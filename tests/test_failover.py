@@ -1,0 +1,185 @@
+"""The master dies under a write load (SIGKILL) and a replica takes over, with Sentinel or in a Redis
+Cluster: the service finds the new master by itself, writes succeed again within 5 s, and with
+REDIS_WAIT_REPLICAS no acknowledged write is lost."""
+
+import asyncio
+import gc
+import sys
+import time
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from asgi_lifespan import LifespanManager
+
+from sprockets_cache import keys
+from sprockets_cache.app import create_app
+from sprockets_cache.connections import connect, connect_subscribers
+from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.settings import Settings
+from sprockets_cache.store import Store
+from tests.cluster import local_cluster
+from tests.failover import SPROCKET, Acknowledged, lost_writes, start_load
+from tests.sentinel import MASTER_NAME, Deployment, local_sentinels
+
+# From the kill to the first write that succeeds again, at most (what docs/durability.md describes).
+RECOVERY_S = 5
+# How long the load runs before the kill, and the most it waits after it for writes to succeed again.
+LOAD_BEFORE_KILL_S = 1.0
+GIVE_UP_AFTER_S = 30
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True)
+def _collect_stray_connections() -> Iterator[None]:
+    """Now and then a failover leaves redis-py a stream that no connection holds any more (seen as an
+    unclosed StreamWriter when collected; a redis-py matter, not yet pinned down): collected here, quietly,
+    so that it does not fail whichever later test the collector happens to run in."""
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
+async def _api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with LifespanManager(create_app(settings)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
+            yield api
+
+
+async def _kill_master_under_load(api: httpx.AsyncClient, kill: Callable[[], None]) -> Acknowledged:
+    """Runs the load, kills the master, and stops the load a second after writes succeed again."""
+    assert (await api.post("/api/v1/sprockets", json=SPROCKET)).status_code == 201
+    assert (await api.post("/api/v1/factories", json={})).status_code == 201
+    seen, stop = Acknowledged(), asyncio.Event()
+    tasks = start_load(api, seen, stop)
+    await asyncio.sleep(LOAD_BEFORE_KILL_S)
+    seen.failed_at = time.monotonic()
+    kill()
+    while seen.recovered_at is None and time.monotonic() - seen.failed_at < GIVE_UP_AFTER_S:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert seen.recovered_at is not None, f"no write succeeded in the {GIVE_UP_AFTER_S} s after the kill"
+    return seen
+
+
+async def _subscribers(settings: Settings) -> Store:
+    """The event subscribers' client, connected to the first master before it dies."""
+    client = connect_subscribers(settings.redis_url, False, 2.0, 10, settings.redis_sentinels, MASTER_NAME)
+    async with Store(client).subscribe() as subscriber:
+        assert await subscriber.read_events(1, "0-0", block_ms=1) == []
+    return Store(client)
+
+
+def _sentinel_settings(deployment: Deployment, wait_replicas: int) -> Settings:
+    # REDIS_URL's host and port are nobody's: the Sentinels name the master.
+    return Settings(
+        redis_url="redis://unused.invalid:1/0",
+        redis_sentinels=deployment.addresses,
+        redis_sentinel_master=MASTER_NAME,
+        redis_wait_replicas=wait_replicas,
+        redis_timeout_s=2.0,
+        # A limit the load never reaches, whose counter outlives each request by 100 s (see rate_limit.lua).
+        rate_limit_per_s=0.01,
+        rate_limit_burst=10_000_000,
+    )
+
+
+async def _check_after_failover(deployment: Deployment, settings: Settings, subscribers: Store) -> Store:
+    """The new master is named, ready, and holds a rate limit and events written after the kill."""
+    assert deployment.master_port() != deployment.master.port
+    store = Store(connect(settings.redis_url, sentinels=settings.redis_sentinels, master=MASTER_NAME))
+    assert await store.redis.keys("sc:ratelimit:*"), "the rate limit did not count on the new master"
+    async with subscribers.subscribe() as subscriber:
+        events = await subscriber.read_events(1, "0-0", block_ms=1000)
+    assert events, "an event subscriber's client did not find the new master"
+    return store
+
+
+async def test_with_sentinel_and_wait_for_one_replica_no_acknowledged_write_is_lost_in_a_failover(
+    tmp_path: Path,
+) -> None:
+    """Two replicas: with REDIS_WAIT_REPLICAS=1 a write needs one replica besides the new master."""
+    with local_sentinels(tmp_path, replicas=2) as deployment:
+        settings = _sentinel_settings(deployment, wait_replicas=1)
+        subscribers = await _subscribers(settings)
+        async for api in _api(settings):
+            assert (await api.get("/ready")).status_code == 200
+            seen = await _kill_master_under_load(api, deployment.master.kill)
+            assert (await api.get("/ready")).status_code == 200
+        assert seen.recovered_at is not None and seen.failed_at is not None
+        assert seen.recovered_at - seen.failed_at < RECOVERY_S
+        store = await _check_after_failover(deployment, settings, subscribers)
+        assert await lost_writes(store, seen) == []
+        await store.close()
+        await subscribers.close()
+
+
+async def test_with_sentinel_and_no_wait_writes_recover_and_the_lost_ones_are_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One replica, REDIS_WAIT_REPLICAS=0: a write is acknowledged once the master has it, so the kill may
+    take some with it. The test reports how many, for docs/durability.md."""
+    with local_sentinels(tmp_path, replicas=1) as deployment:
+        settings = _sentinel_settings(deployment, wait_replicas=0)
+        subscribers = await _subscribers(settings)
+        async for api in _api(settings):
+            seen = await _kill_master_under_load(api, deployment.master.kill)
+        assert seen.recovered_at is not None and seen.failed_at is not None
+        assert seen.recovered_at - seen.failed_at < RECOVERY_S
+        store = await _check_after_failover(deployment, settings, subscribers)
+        lost = await lost_writes(store, seen)
+        await store.close()
+        await subscribers.close()
+    acknowledged = len(seen.created) + len(seen.updated) + len(seen.points)
+    with capsys.disabled():
+        sys.stdout.write(
+            f"\nfailover without WAIT: {len(lost)} of {acknowledged} acknowledged writes lost; "
+            f"writes succeeded again {seen.recovered_at - seen.failed_at:.1f} s after the kill\n"
+        )
+
+
+async def _eventually_ready(api: httpx.AsyncClient) -> None:
+    """/ready asks every master; the cluster's nodes may still name the dead one for a moment."""
+    deadline = time.monotonic() + GIVE_UP_AFTER_S
+    while (await api.get("/ready")).status_code != 200:
+        assert time.monotonic() < deadline, f"/ready did not answer 200 in {GIVE_UP_AFTER_S} s"
+        await asyncio.sleep(0.2)
+
+
+def _master_of(nodes: list[EmbeddedRedis], key: str) -> EmbeddedRedis:
+    with redis.Redis(port=nodes[0].port, socket_timeout=5) as client:
+        slot = client.cluster("KEYSLOT", key)
+        ranges = client.cluster("SLOTS")
+    port = next(int(master[1]) for first, last, master, *_ in ranges if first <= slot <= last)
+    return next(node for node in nodes if node.port == port)
+
+
+async def test_on_a_cluster_with_replicas_writes_to_a_dead_masters_slots_recover(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """3 masters with a replica each; the master of the sprockets' slot dies. Without WAIT (not yet on a
+    cluster) a write is acknowledged once its master has it: the test reports how many the kill took."""
+    with local_cluster(tmp_path, replicas=1, node_timeout_ms=1000) as nodes:
+        victim = _master_of(nodes, keys.SPROCKET_INDEX)
+        survivor = next(node for node in nodes if node is not victim)
+        settings = Settings(redis_url=survivor.url, redis_cluster=True, redis_timeout_s=2.0)
+        async for api in _api(settings):
+            seen = await _kill_master_under_load(api, victim.kill)
+            await _eventually_ready(api)
+        assert seen.recovered_at is not None and seen.failed_at is not None
+        assert seen.recovered_at - seen.failed_at < RECOVERY_S
+        async with connect(survivor.url, cluster=True) as client:
+            lost = await lost_writes(Store(client), seen)
+    acknowledged = len(seen.created) + len(seen.updated) + len(seen.points)
+    with capsys.disabled():
+        sys.stdout.write(
+            f"\ncluster failover: {len(lost)} of {acknowledged} acknowledged writes lost; "
+            f"writes succeeded again {seen.recovered_at - seen.failed_at:.1f} s after the kill\n"
+        )

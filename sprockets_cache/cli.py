@@ -1,4 +1,4 @@
-"""`python -m sprockets_cache serve | seed | run`: the service's entry points.
+"""`python -m sprockets_cache serve | seed | run | keys`: the service's entry points.
 
 Options fall back to environment variables (HOST, PORT, WORKERS; Redis settings
 as in settings.py), and every command is safe to rerun.
@@ -20,12 +20,11 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as redis
 import uvicorn
 
-from sprockets_cache import seed
+from sprockets_cache import apikeys, seed
 from sprockets_cache.connections import connect
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.observability import MULTIPROCESS_DIR, configure_logging
-from sprockets_cache.security import new_key
-from sprockets_cache.settings import Settings
+from sprockets_cache.settings import Settings, SettingsError
 from sprockets_cache.store import Store
 
 log = logging.getLogger("sprockets_cache")
@@ -39,7 +38,11 @@ DATA_DIR = Path("data")
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(os.environ.get("LOG_LEVEL", "INFO").upper())
     args = _parser().parse_args(argv)
-    code: int = args.command(args)
+    try:
+        code: int = args.command(args)
+    except SettingsError as error:
+        _to_stderr(str(error))
+        return 2
     return code
 
 
@@ -62,9 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_address(run)
     run.set_defaults(command=_run)
 
-    api_keys = commands.add_parser("keys", help="API keys")
-    api_keys.add_argument("action", choices=["new"], help="new: print a fresh key and its SHA-256 digest")
-    api_keys.set_defaults(command=_new_key)
+    apikeys.add_commands(commands)
     return parser
 
 
@@ -125,12 +126,6 @@ def _shared_metrics(workers: int) -> Iterator[None]:
             yield
         finally:
             del os.environ[MULTIPROCESS_DIR]
-
-
-def _new_key(args: argparse.Namespace) -> int:
-    key, digest = new_key()
-    _to_stdout(f"key:    {key}\ndigest: {digest}\nGive the key to the client; add the digest to SPROCKETS_API_KEYS.")
-    return 0
 
 
 def _seed(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """`python -m sprockets_cache` as a user runs it: subprocesses against a real redis-server."""
 
+import hashlib
 import os
 import re
 import shutil
@@ -226,3 +227,20 @@ def test_with_two_workers_metrics_count_the_requests_of_both(workdir: Path, run_
     assert float(counted[1]) == requests
     assert run.stop(signal.SIGINT) == 0
     assert list(tmp.iterdir()) == []  # the workers' metric files went with the run
+
+
+def test_serve_with_a_bad_key_entry_exits_2_with_one_line_naming_its_position(tmp_path: Path) -> None:
+    entries = f"{'a' * 64},{'b' * 64}=sprockets+raed"
+    failed = cli("serve", cwd=tmp_path, SPROCKETS_API_KEYS=entries, PORT=str(free_port()))
+    assert failed.returncode == 2
+    assert failed.stderr.splitlines() == [
+        "SPROCKETS_API_KEYS: entry 2: unknown scope 'raed' (known: admin, sprockets, factories, factory:<id>, read)"
+    ]
+
+
+def test_keys_new_prints_a_key_and_the_entry_that_grants_its_scopes(tmp_path: Path) -> None:
+    made = cli("keys", "new", "--scope", "factory:3", "--scope", "read", cwd=tmp_path)
+    lines = dict(line.split(":", 1) for line in made.stdout.splitlines()[:3])
+    key, digest = lines["key"].strip(), lines["digest"].strip()
+    assert hashlib.sha256(key.encode()).hexdigest() == digest
+    assert lines["entry"].strip() == f"{digest}=factory:3+read"

@@ -4,7 +4,7 @@ A key's entry is its SHA-256 hex digest alone (every scope) or `DIGEST=SCOPE[+SC
 """
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 ADMIN = "admin"
@@ -17,17 +17,19 @@ SCOPES_HELP = "admin, sprockets, factories, factory:<id>, read"
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _FACTORY_SCOPE = re.compile(r"factory:([1-9][0-9]{0,17})")
 _NAMED = frozenset({ADMIN, SPROCKETS, FACTORIES, READ})
-# The API's paths that carry a resource: (pattern, route template, the resource kind).
 _API = "/api/v1"
-_PATHS = [
-    (re.compile(rf"{_API}/sprockets/([0-9]+)"), f"{_API}/sprockets/{{sprocket_id}}", SPROCKETS),
-    (re.compile(rf"{_API}/sprockets"), f"{_API}/sprockets", SPROCKETS),
-    (re.compile(rf"{_API}/factories/([0-9]+)/chart_data"), f"{_API}/factories/{{factory_id}}/chart_data", FACTORIES),
-    (re.compile(rf"{_API}/factories/([0-9]+)(/summary|/events)?"), f"{_API}/factories/{{factory_id}}", FACTORIES),
-    (re.compile(rf"{_API}/factories"), f"{_API}/factories", FACTORIES),
+# The API's paths as app.py spells them, and the kind of resource each is about.
+_TEMPLATES = [
+    (f"{_API}/sprockets/{{sprocket_id:int}}", SPROCKETS),
+    (f"{_API}/sprockets", SPROCKETS),
+    (f"{_API}/factories/{{factory_id:int}}/chart_data", FACTORIES),
+    (f"{_API}/factories/{{factory_id:int}}/summary", FACTORIES),
+    (f"{_API}/factories/{{factory_id:int}}/events", FACTORIES),
+    (f"{_API}/factories/{{factory_id:int}}", FACTORIES),
+    (f"{_API}/factories", FACTORIES),
 ]
-
-Keys = Mapping[str, frozenset[str]]
+# Each path's pattern, with its id (Starlette's int convertor: digits) as group 1.
+_PATHS = [(re.compile(re.sub(r"\{\w+:int\}", "([0-9]+)", route)), route, kind) for route, kind in _TEMPLATES]
 
 
 class EntryError(ValueError):
@@ -81,11 +83,16 @@ def entry(digest: str, scopes: Iterable[str]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """What a request under /api/ touches: the route template and the id in the path, if any."""
+    """What a request under /api/ touches: the route template, the id in the path if any, and its kind."""
 
     route: str
     resource_id: int | None
     kind: str | None
+
+
+def routes() -> list[str]:
+    """The route templates this module knows."""
+    return [route for route, _ in _TEMPLATES]
 
 
 def target(path: str) -> Target:

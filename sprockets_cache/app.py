@@ -16,9 +16,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from sprockets_cache import docs, events, factories, home, openapi, sprockets
+from sprockets_cache import docs, events, factories, home, keyring, openapi, sprockets
 from sprockets_cache.connections import UNAVAILABLE_ERRORS, UNAVAILABLE_OR_LATE, Client, connect, connect_subscribers
 from sprockets_cache.deadlines import Deadlines
+from sprockets_cache.keyring import Keyring
 from sprockets_cache.observability import AccessLog, Metrics, RequestObserver, metrics_endpoint
 from sprockets_cache.problems import exception_handlers
 from sprockets_cache.security import Guard, response_headers
@@ -117,13 +118,6 @@ def _cors(settings: Settings) -> list[Middleware]:
     ]
 
 
-def _guard(settings: Settings) -> list[Middleware]:
-    """API keys and rate limits, when either is configured."""
-    if not settings.api_keys and settings.rate_limit_per_s <= 0:
-        return []
-    return [Middleware(Guard, settings=settings)]
-
-
 def create_app(
     settings: Settings | None = None, client: Client | None = None, subscribers: Client | None = None
 ) -> Starlette:
@@ -156,8 +150,16 @@ def create_app(
         )
         try:
             await _wait_for_redis(store, settings.redis_startup_wait_s, settings.redis_timeout_s)
-            _tune_gc()
-            yield {"store": store, "settings": settings, "metrics": metrics, "deadlines": deadlines}
+            keys = Keyring(store.redis, settings.api_keys)
+            async with keyring.kept_fresh(keys, settings.redis_timeout_s):
+                _tune_gc()
+                yield {
+                    "store": store,
+                    "settings": settings,
+                    "metrics": metrics,
+                    "deadlines": deadlines,
+                    "keyring": keys,
+                }
         finally:
             if client is None:
                 await store.close()
@@ -193,7 +195,7 @@ def create_app(
         middleware=[
             Middleware(RequestObserver, metrics=metrics, access_log=access_log, add_headers=response_headers),
             *_cors(settings),
-            *_guard(settings),
+            Middleware(Guard, settings=settings),
         ],
         exception_handlers=exception_handlers(UNAVAILABLE_ERRORS),
         lifespan=lifespan,

@@ -92,7 +92,10 @@ def _serve(args: argparse.Namespace) -> int:
     workers = args.workers
     settings = Settings.from_env()
     if not settings.api_keys:
-        log.warning("SPROCKETS_API_KEYS is not set: ANYONE CAN WRITE. Set it before exposing this server.")
+        log.warning(
+            "SPROCKETS_API_KEYS is not set: ANYONE CAN WRITE unless keys are held in Redis (keys add). "
+            "Set one or the other before exposing this server."
+        )
     # log_config=None keeps our JSON logging; the app logs each request itself, so uvicorn's
     # access log is off; no Server header to tell attackers the version.
     with _shared_metrics(workers):

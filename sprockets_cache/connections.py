@@ -1,6 +1,7 @@
 """Connections to Redis: one client for requests, one for event subscribers, both failing fast."""
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
@@ -80,3 +81,12 @@ def connect_subscribers(url: str, cluster: bool, timeout_s: float, max_clients: 
         return RedisCluster.from_url(url, **options)
     pool = redis.BlockingConnectionPool.from_url(url, timeout=0, health_check_interval=30, **options)
     return redis.Redis.from_pool(pool)
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, fit for a log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

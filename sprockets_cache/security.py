@@ -9,6 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sprockets_cache import access
 from sprockets_cache.connections import UNAVAILABLE_OR_LATE
+from sprockets_cache.keyring import Keyring, key_id
 from sprockets_cache.problems import problem_response
 from sprockets_cache.settings import Settings
 from sprockets_cache.store import Store
@@ -47,41 +48,43 @@ class Guard:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.settings = settings
-        self.keys = settings.api_keys
+        self.limited = settings.rate_limit_per_s > 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/api/"):
             await self.app(scope, receive, send)
             return
-        method = scope["method"]
-        needs_key = bool(self.keys) and (method in WRITE_METHODS or self.settings.private_reads)
-        digest_, scopes = self._credential(scope)
+        method, state = scope["method"], scope["state"]
+        keyring: Keyring = state["keyring"]
+        write = method in WRITE_METHODS
+        needs_key = bool(keyring.keys) and (write or self.settings.private_reads)
+        if not needs_key and not self.limited:
+            await self.app(scope, receive, send)
+            return
+        found = access.target(scope["path"])
+        digest_, scopes = _credential(scope, keyring) if keyring.keys else ("", None)
+        await self._admit(scope, receive, send, found, digest_, scopes, needs_key)
+
+    async def _admit(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        found: access.Target,
+        digest_: str,
+        scopes: frozenset[str] | None,
+        needs_key: bool,
+    ) -> None:
+        """The request, unless its key is missing, unknown or short of a scope, or it is over the rate limit."""
         if needs_key:
-            refusal = self._refusal(method, scope["path"], scopes)
+            refusal = self._refusal(scope, found, scopes)
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
-        client = f"key:{digest_[:16]}" if digest_ else f"ip:{(scope.get('client') or ('unknown', 0))[0]}"
+        client = f"key:{key_id(digest_)}" if digest_ else f"ip:{_address(scope)}"
         await self._limited(client, scope, receive, send)
 
-    def _credential(self, scope: Scope) -> tuple[str, frozenset[str] | None]:
-        """The digest of the bearer key and its scopes; ("", None) when there is no key we know."""
-        if not self.keys:
-            return "", None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, key = value.decode("latin-1").partition(" ")
-                key = key.strip()
-                if scheme.lower() != "bearer" or not key:
-                    return "", None
-                candidate = digest(key)
-                # A dict lookup is safe here: its timing depends on the digest of what the client sent,
-                # which the client can compute itself, and a digest does not give away its key.
-                scopes = self.keys.get(candidate)
-                return (candidate, scopes) if scopes is not None else ("", None)
-        return "", None
-
-    def _refusal(self, method: str, path: str, scopes: frozenset[str] | None) -> Response | None:
+    def _refusal(self, scope: Scope, found: access.Target, scopes: frozenset[str] | None) -> Response | None:
         """401 without a known key, 403 naming the scope the key lacks, None when the key may go on."""
         if scopes is None:
             return problem_response(
@@ -89,18 +92,17 @@ class Guard:
                 "Send a valid API key as `Authorization: Bearer <key>`.",
                 headers={"WWW-Authenticate": 'Bearer realm="sprockets-cache"'},
             )
-        found = access.target(path)
-        needed = access.needed_scopes(method, found, self.settings.private_reads)
+        needed = access.needed_scopes(scope["method"], found, self.settings.private_reads)
         if access.allows(scopes, needed):
             return None
         others = "".join(f" (or {scope})" for scope in needed[1:])
-        detail = f"This API key lacks the scope {needed[0]}{others}, which {method} {found.route} needs."
+        detail = f"This API key lacks the scope {needed[0]}{others}, which {scope['method']} {scope['path']} needs."
         challenge = f'Bearer realm="sprockets-cache", error="insufficient_scope", scope="{needed[0]}"'
         return problem_response(403, detail, headers={"WWW-Authenticate": challenge})
 
     async def _limited(self, client: str, scope: Scope, receive: Receive, send: Send) -> None:
         """The request, unless `client` is over the rate limit (when one is set): then 429."""
-        if self.settings.rate_limit_per_s <= 0:
+        if not self.limited:
             await self.app(scope, receive, send)
             return
         store: Store = scope["state"]["store"]
@@ -121,6 +123,30 @@ class Guard:
             return
         extra = [(b"ratelimit-policy", policy.encode()), (b"ratelimit", f"r={left}".encode())]
         await self.app(scope, receive, _with_headers(send, extra))
+
+
+def _address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def _credential(scope: Scope, keyring: Keyring) -> tuple[str, frozenset[str] | None]:
+    """The digest of the bearer key and its scopes; ("", None) when there is no key we know."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").partition(" ")
+            key = key.strip()
+            if scheme.lower() != "bearer" or not key:
+                return "", None
+            candidate = digest(key)
+            # A dict lookup is safe here: its timing depends on the digest of what the client sent,
+            # which the client can compute itself, and a digest does not give away its key.
+            scopes = keyring.keys.get(candidate)
+            if scopes is None:
+                return "", None
+            keyring.used(candidate)
+            return candidate, scopes
+    return "", None
 
 
 def _with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:

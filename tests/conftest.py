@@ -115,3 +115,13 @@ async def real_api(settings: Settings, real_redis: Client) -> AsyncIterator[http
     patient = settings.model_copy(update={"redis_timeout_s": PATIENT_S})
     async for http in serve(patient, real_redis):
         yield http
+
+
+@pytest.fixture(params=REAL)
+async def real_redis_pair(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Client, Client]]:
+    """Two clients of one real Redis, as two API processes have: a redis-server, then a cluster."""
+    first = await _real_client(request, request.param)
+    second = await _real_client(request, request.param)
+    yield first, second
+    await first.aclose()
+    await second.aclose()

@@ -1,6 +1,7 @@
 import pytest
 
 from sprockets_cache import access
+from sprockets_cache.app import create_app
 from sprockets_cache.settings import Settings, SettingsError
 
 A, B = "a" * 64, "b" * 64
@@ -74,3 +75,8 @@ def test_each_request_needs_the_scopes_of_what_it_touches(method: str, path: str
 
 def test_public_reads_need_no_scope() -> None:
     assert access.needed_scopes("GET", access.target("/api/v1/sprockets"), private_reads=False) == ()
+
+
+def test_the_routes_known_here_are_the_apps() -> None:
+    routed = {route.path for route in create_app(Settings()).routes if route.path.startswith("/api/")}
+    assert set(access.routes()) == routed

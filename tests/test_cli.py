@@ -244,3 +244,30 @@ def test_keys_new_prints_a_key_and_the_entry_that_grants_its_scopes(tmp_path: Pa
     key, digest = lines["key"].strip(), lines["digest"].strip()
     assert hashlib.sha256(key.encode()).hexdigest() == digest
     assert lines["entry"].strip() == f"{digest}=factory:3+read"
+
+
+def test_keys_add_list_and_revoke_manage_keys_held_in_redis(tmp_path: Path, redis_url: str) -> None:
+    added = cli("keys", "add", "--scope", "factory:1", cwd=tmp_path, REDIS_URL=redis_url)
+    assert added.returncode == 0, added.stderr
+    key = added.stdout.splitlines()[0]
+    key_id = hashlib.sha256(key.encode()).hexdigest()[:16]
+    assert key_id in added.stderr
+
+    listed = cli("keys", "list", cwd=tmp_path, REDIS_URL=redis_url)
+    [header, row] = listed.stdout.splitlines()
+    assert header.split() == ["id", "scopes", "created", "last", "used"]
+    assert row.split()[:2] == [key_id, "factory:1"]
+    assert row.split()[3] == "never"
+    assert key not in listed.stdout
+
+    revoked = cli("keys", "revoke", key_id[:8], cwd=tmp_path, REDIS_URL=redis_url)
+    assert revoked.stdout.startswith(f"revoked {key_id}")
+    again = cli("keys", "revoke", key_id[:8], cwd=tmp_path, REDIS_URL=redis_url)
+    assert (again.returncode, again.stderr) == (1, f"no key held in Redis has an id starting with {key_id[:8]}\n")
+    assert cli("keys", "list", cwd=tmp_path, REDIS_URL=redis_url).stdout.splitlines()[1:] == []
+
+
+def test_keys_add_with_redis_unreachable_exits_1_and_prints_no_key(tmp_path: Path) -> None:
+    failed = cli("keys", "add", cwd=tmp_path, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    assert (failed.returncode, failed.stdout) == (1, "")
+    assert failed.stderr.startswith("cannot reach Redis at ")

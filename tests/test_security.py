@@ -1,12 +1,14 @@
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
+from typing import Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from sprockets_cache import keyring
 from sprockets_cache.app import create_app
 from sprockets_cache.connections import Client, connect
 from sprockets_cache.embedded import EmbeddedRedis
@@ -163,6 +165,11 @@ REQUESTS = [
 ]
 
 
+def _data(keyspace: dict[bytes, Any]) -> dict[bytes, Any]:
+    """The keyspace without the audit trail, which records refused writes too."""
+    return {key: value for key, value in keyspace.items() if key != b"sc:audit"}
+
+
 @pytest.mark.parametrize("scope", ["admin", "sprockets", "factories", "factory:1", "read"])
 async def test_each_scope_admits_exactly_what_it_names_and_refuses_the_rest_with_403(
     redis_client: Client, scope: str
@@ -175,7 +182,7 @@ async def test_each_scope_admits_exactly_what_it_names_and_refuses_the_rest_with
         for path, body in [("sprockets", SPROCKET), ("factories", {}), ("factories", {})]:
             assert (await api.post(f"/api/v1/{path}", json=body, headers=admin)).status_code == 201
         for method, path, body, named, admitting in REQUESTS:
-            before = await keyspace(redis_client)
+            before = _data(await keyspace(redis_client))
             response = await api.request(method, path, json=body, headers={"Authorization": f"Bearer {scoped_key}"})
             if scope == "admin" or scope in admitting:
                 assert response.status_code in (200, 201, 204), (method, path, response.text)
@@ -183,7 +190,7 @@ async def test_each_scope_admits_exactly_what_it_names_and_refuses_the_rest_with
             assert response.status_code == 403, (method, path)
             assert response.headers["content-type"] == "application/problem+json"
             assert f"lacks the scope {named}" in response.json()["detail"]
-            assert await keyspace(redis_client) == before
+            assert _data(await keyspace(redis_client)) == before
 
 
 async def test_a_collector_key_for_one_factory_writes_only_that_factory(redis_client: Client) -> None:
@@ -201,8 +208,7 @@ async def test_a_collector_key_for_one_factory_writes_only_that_factory(redis_cl
         assert own.json() == {"written": 1}
         assert (other.status_code, create.status_code, sprocket.status_code) == (403, 403, 403)
         assert other.json()["detail"] == (
-            "This API key lacks the scope factory:2 (or factories), which POST "
-            "/api/v1/factories/{factory_id}/chart_data needs."
+            "This API key lacks the scope factory:2 (or factories), which POST /api/v1/factories/2/chart_data needs."
         )
         assert create.json()["detail"].startswith("This API key lacks the scope factories,")
         assert sprocket.json()["detail"].startswith("This API key lacks the scope sprockets,")
@@ -210,3 +216,43 @@ async def test_a_collector_key_for_one_factory_writes_only_that_factory(redis_cl
         assert (await api.get("/api/v1/factories/2")).json()["chart_data"]["time"] == []
         assert (await api.get("/api/v1/factories/3")).status_code == 404
         assert (await api.get("/api/v1/sprockets")).json()["sprockets"] == []
+
+
+async def _eventually(request: Callable[[], Awaitable[httpx.Response]], status: int) -> None:
+    """Repeat the request until it answers `status`: patiently, since a busy machine is slow."""
+    deadline = time.monotonic() + PATIENT_S
+    while (response := await request()).status_code != status:
+        assert time.monotonic() < deadline, f"still {response.status_code}, not {status}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_key_added_in_redis_works_and_a_revoked_one_stops_in_every_process(
+    real_redis_pair: tuple[Client, Client],
+) -> None:
+    key, key_digest = new_key()
+    async with AsyncExitStack() as stack:
+        apis = [await serve(stack, Settings(api_keys={DIGEST}), client) for client in real_redis_pair]
+        headers = {"Authorization": f"Bearer {key}"}
+        assert (await apis[0].post("/api/v1/sprockets", json=SPROCKET, headers=headers)).status_code == 401
+        await keyring.add(real_redis_pair[0], key_digest, {"sprockets"})
+        for api in apis:
+            await _eventually(lambda api=api: api.post("/api/v1/sprockets", json=SPROCKET, headers=headers), 201)
+        assert (await apis[1].post("/api/v1/factories", json={}, headers=headers)).status_code == 403
+        await keyring.revoke(real_redis_pair[1], keyring.key_id(key_digest))
+        for api in apis:
+            await _eventually(lambda api=api: api.delete("/api/v1/sprockets/1", headers=headers), 401)
+    assert (await keyring.held(real_redis_pair[0])) == []
+
+
+async def test_the_first_key_added_in_redis_closes_open_writes_and_its_use_is_noted(redis_client: Client) -> None:
+    key, key_digest = new_key()
+    async with AsyncExitStack() as stack:
+        api = await serve(stack, Settings(), redis_client)
+        assert (await api.post("/api/v1/sprockets", json=SPROCKET)).status_code == 201
+        await keyring.add(redis_client, key_digest, {"admin"})
+        await _eventually(lambda: api.post("/api/v1/sprockets", json=SPROCKET), 401)
+        headers = {"Authorization": f"Bearer {key}"}
+        assert (await api.post("/api/v1/sprockets", json=SPROCKET, headers=headers)).status_code == 201
+    # The app writes when its keys were last used as it stops, at the latest.
+    [held] = await keyring.held(redis_client)
+    assert held.last_used_at is not None

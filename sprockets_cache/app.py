@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from sprockets_cache import docs, events, factories, home, keyring, openapi, sprockets
+from sprockets_cache import audit, docs, events, factories, home, keyring, openapi, sprockets
 from sprockets_cache.connections import UNAVAILABLE_ERRORS, UNAVAILABLE_OR_LATE, Client, connect, connect_subscribers
 from sprockets_cache.deadlines import Deadlines
 from sprockets_cache.keyring import Keyring
@@ -151,9 +151,13 @@ def create_app(
         try:
             await _wait_for_redis(store, settings.redis_startup_wait_s, settings.redis_timeout_s)
             keys = Keyring(store.redis, settings.api_keys)
-            async with keyring.kept_fresh(keys, settings.redis_timeout_s):
+            async with (
+                keyring.kept_fresh(keys, settings.redis_timeout_s),
+                audit.kept(store.redis, settings.redis_timeout_s, settings.audit_trail) as trail,
+            ):
                 _tune_gc()
                 yield {
+                    "audit": trail,
                     "store": store,
                     "settings": settings,
                     "metrics": metrics,

@@ -70,3 +70,6 @@ API_KEYS = f"{PREFIX}{API_KEY_TAG}:keys"
 API_KEYS_LAST_USED = f"{PREFIX}{API_KEY_TAG}:last_used"
 # string: a counter bumped by every add and revoke, which each API process polls
 API_KEYS_VERSION = f"{PREFIX}{API_KEY_TAG}:version"
+
+# stream: one entry per write request, admitted or refused (capped; see audit.py)
+AUDIT = f"{PREFIX}audit"

@@ -3,13 +3,17 @@
 import asyncio
 import hashlib
 import secrets
+from collections.abc import Awaitable
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sprockets_cache import access
+from sprockets_cache.audit import AuditTrail
+from sprockets_cache.clock import now
 from sprockets_cache.connections import UNAVAILABLE_OR_LATE
 from sprockets_cache.keyring import Keyring, key_id
+from sprockets_cache.observability import REQUEST_ID
 from sprockets_cache.problems import problem_response
 from sprockets_cache.settings import Settings
 from sprockets_cache.store import Store
@@ -58,12 +62,29 @@ class Guard:
         keyring: Keyring = state["keyring"]
         write = method in WRITE_METHODS
         needs_key = bool(keyring.keys) and (write or self.settings.private_reads)
-        if not needs_key and not self.limited:
+        trail: AuditTrail | None = state["audit"] if write else None
+        if not needs_key and not self.limited and trail is None:
             await self.app(scope, receive, send)
             return
         found = access.target(scope["path"])
         digest_, scopes = _credential(scope, keyring) if keyring.keys else ("", None)
-        await self._admit(scope, receive, send, found, digest_, scopes, needs_key)
+        if trail is None:
+            await self._admit(scope, receive, send, found, digest_, scopes, needs_key)
+            return
+        status, location = 500, b""
+
+        # A plain function that hands back send's awaitable, as in observability.RequestObserver.
+        def seen(message: Message) -> Awaitable[None]:
+            nonlocal status, location
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                location = next((value for name, value in message.get("headers", ()) if name == b"location"), b"")
+            return send(message)
+
+        try:
+            await self._admit(scope, receive, seen, found, digest_, scopes, needs_key)
+        finally:
+            trail.record(_entry(scope, found, digest_, status, location))
 
     async def _admit(
         self,
@@ -128,6 +149,24 @@ class Guard:
 def _address(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
+
+
+def _entry(scope: Scope, found: access.Target, digest_: str, status: int, location: bytes) -> dict[str, str]:
+    """The audit entry of a write: nothing in it comes from the client but checked ids and the address."""
+    if location:  # a create: the new resource's id ends its Location
+        resource = location.rsplit(b"/", 1)[-1].decode("latin-1")
+    else:
+        resource = "-" if found.resource_id is None else str(found.resource_id)
+    return {
+        "time": now(),
+        "key": key_id(digest_) if digest_ else "anonymous",
+        "client": _address(scope),
+        "method": scope["method"],
+        "route": found.route,
+        "resource": resource,
+        "status": str(status),
+        "request_id": scope.get(REQUEST_ID, "-"),
+    }
 
 
 def _credential(scope: Scope, keyring: Keyring) -> tuple[str, frozenset[str] | None]:

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     # Requests per second per client (API key, else address), and how many may come at once; 0: off.
     rate_limit_per_s: float = Field(0.0, ge=0)
     rate_limit_burst: int = Field(20, ge=1)
+    # Every write request, admitted or refused, goes into the capped stream sc:audit (audit.py).
+    audit_trail: bool = True
     # Browser origins allowed to call the API (CORS); none by default.
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
 

@@ -40,8 +40,8 @@ contract: $(STAMP)
 	$(BIN)/python tests/contract.py
 
 # The API against a minimal Starlette + Redis baseline on a Redis of its own, then 2 workers against 1 and a
-# 3-master Redis Cluster against one Redis (5-8 minutes, more when the host takes cores); writes
-# BENCHMARKS.md and bench/results.png.
+# 3-master Redis Cluster against one Redis, and API keys and the audit trail against none (6-10 minutes,
+# more when the host takes cores); writes BENCHMARKS.md and bench/results.png.
 # Not part of `make test`.
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)

@@ -250,6 +250,19 @@ def machine(redis_version: str, run_s: float, busy_before: float) -> str:
     )
 
 
+def put_section(path: Path, title: str, body: str) -> None:
+    """Put `## title` with `body` into BENCHMARKS.md, in place of the section of that title, or else
+    before the storage layout: a part of the benchmark run on its own."""
+    text = path.read_text()
+    section = f"## {title}\n\n{body}\n\n"
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## )", re.DOTALL | re.MULTILINE)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text, count=1)
+    else:
+        text = text.replace("## Storage layout\n", section + "## Storage layout\n", 1)
+    path.write_text(text)
+
+
 def write(path: Path, sections: dict[str, str], storage_results: Path) -> None:
     """BENCHMARKS.md: the given sections, the storage comparison if present, and the kept analysis."""
     old = path.read_text() if path.exists() else ""

@@ -78,7 +78,8 @@ class Guard:
             nonlocal status, location
             if message["type"] == "http.response.start":
                 status = message["status"]
-                location = next((value for name, value in message.get("headers", ()) if name == b"location"), b"")
+                if status == 201:  # a create: its Location names the new resource
+                    location = next((value for name, value in message["headers"] if name == b"location"), b"")
             return send(message)
 
         try:
@@ -151,22 +152,24 @@ def _address(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
-def _entry(scope: Scope, found: access.Target, digest_: str, status: int, location: bytes) -> dict[str, str]:
-    """The audit entry of a write: nothing in it comes from the client but checked ids and the address."""
+def _entry(scope: Scope, found: access.Target, digest_: str, status: int, location: bytes) -> list[str]:
+    """The audit entry of a write (audit.FIELDS): nothing in it comes from the client but checked ids
+    and the address."""
     if location:  # a create: the new resource's id ends its Location
         resource = location.rsplit(b"/", 1)[-1].decode("latin-1")
     else:
         resource = "-" if found.resource_id is None else str(found.resource_id)
-    return {
-        "time": now(),
-        "key": key_id(digest_) if digest_ else "anonymous",
-        "client": _address(scope),
-        "method": scope["method"],
-        "route": found.route,
-        "resource": resource,
-        "status": str(status),
-        "request_id": scope.get(REQUEST_ID, "-"),
-    }
+    key = key_id(digest_) if digest_ else "anonymous"
+    return [
+        now(),
+        key,
+        _address(scope),
+        scope["method"],
+        found.route,
+        resource,
+        str(status),
+        scope.get(REQUEST_ID, "-"),
+    ]
 
 
 def _credential(scope: Scope, keyring: Keyring) -> tuple[str, frozenset[str] | None]:

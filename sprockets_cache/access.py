@@ -17,6 +17,7 @@ SCOPES_HELP = "admin, sprockets, factories, factory:<id>, read"
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _FACTORY_SCOPE = re.compile(r"factory:([1-9][0-9]{0,17})")
 _NAMED = frozenset({ADMIN, SPROCKETS, FACTORIES, READ})
+_SCOPE_WORD = re.compile(r"[A-Za-z_]{1,16}(:[0-9A-Za-z]{0,8})?")
 _API = "/api/v1"
 # The API's paths as app.py spells them, and the kind of resource each is about.
 _TEMPLATES = [
@@ -45,7 +46,9 @@ def parse_scope(scope: str) -> str:
         return FACTORY_PREFIX + match[1]
     if scope.startswith(FACTORY_PREFIX):
         raise EntryError(f"scope {scope!r} needs a factory id from 1 up, as in factory:7")
-    raise EntryError(f"unknown scope {scope[:40]!r} (known: {SCOPES_HELP})")
+    # Named only when it looks like a scope word: it could be a key pasted in the wrong place.
+    shown = repr(scope) if _SCOPE_WORD.fullmatch(scope) else f"of {len(scope)} characters"
+    raise EntryError(f"unknown scope {shown} (known: {SCOPES_HELP})")
 
 
 def parse_scopes(scopes: Iterable[str]) -> frozenset[str]:
@@ -65,9 +68,12 @@ def parse_entry(entry: str) -> tuple[str, frozenset[str]]:
 
 
 def parse_entries(entries: Iterable[str]) -> dict[str, frozenset[str]]:
-    """Every entry checked; an EntryError names the first bad one by its position (from 1)."""
+    """Every entry checked, blank ones skipped; an EntryError names the first bad one by its position
+    (from 1, blank ones counted)."""
     parsed: dict[str, frozenset[str]] = {}
     for position, entry in enumerate(entries, 1):
+        if not entry.strip():
+            continue
         try:
             digest, scopes = parse_entry(entry)
         except EntryError as error:

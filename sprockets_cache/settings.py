@@ -73,7 +73,7 @@ class Settings(BaseSettings):
         entries = value.split(",") if isinstance(value, str) else value
         if not isinstance(entries, list | tuple | set | frozenset):
             return value
-        return access.parse_entries(str(entry) for entry in entries if str(entry).strip())
+        return access.parse_entries(str(entry) for entry in entries)
 
     @classmethod
     def from_env(cls) -> "Settings":

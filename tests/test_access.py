@@ -26,14 +26,18 @@ def test_an_entry_is_a_digest_with_its_scopes(entry: str, scopes: set[str]) -> N
     [
         (f"{A},hunter2", "SPROCKETS_API_KEYS: entry 2: not the SHA-256 hex digest of a key (64 lower-case hex digits)"),
         (f"{A}=raed", "SPROCKETS_API_KEYS: entry 1: unknown scope 'raed' (known: " + access.SCOPES_HELP + ")"),
-        (f"{A},{B}=", "SPROCKETS_API_KEYS: entry 2: no scope after '='"),
+        (f"{A},,{B}=", "SPROCKETS_API_KEYS: entry 3: no scope after '='"),
+        (
+            f"{A}=read+hunter2-is-a-key",
+            "SPROCKETS_API_KEYS: entry 1: unknown scope of 16 characters (known: " + access.SCOPES_HELP + ")",
+        ),
         (
             f"{A}=factory:0",
             "SPROCKETS_API_KEYS: entry 1: scope 'factory:0' needs a factory id from 1 up, as in factory:7",
         ),
         (f"{A.upper()}", "SPROCKETS_API_KEYS: entry 1: not the SHA-256 hex digest of a key (64 lower-case hex digits)"),
     ],
-    ids=["a raw key", "unknown scope", "no scope", "factory 0", "upper case"],
+    ids=["a raw key", "unknown scope", "no scope after a blank entry", "a key as a scope", "factory 0", "upper case"],
 )
 def test_a_bad_entry_is_one_line_naming_its_position_and_never_the_entry(
     monkeypatch: pytest.MonkeyPatch, value: str, message: str

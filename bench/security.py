@@ -1,10 +1,11 @@
 """What API keys and the audit trail cost: POST sprocket against the baseline with the audit trail off,
 on, and on with a scoped API key sent and checked; and the key check's own CPU time per request.
 
-Each round runs wrk on the four servers back to back, in an order that turns round by round; the
-table gives the medians of each server's runs and, against the baseline, the median of the rounds'
-ratios. `make bench` runs this at its end; `python bench/security.py` runs it alone and puts its
-section into BENCHMARKS.md (and bench/security-results.md).
+Each round runs, for each setup, the API and the baseline back to back (the API first in odd rounds);
+the table gives medians of each app's runs and of the pairs' ratios. The key check and the audit
+trail are also timed in-process, which a busy machine disturbs far less. `make bench` runs this at
+its end; `python bench/security.py` runs it alone and puts its section into BENCHMARKS.md (and
+bench/security-results.md).
 """
 
 import argparse
@@ -42,6 +43,8 @@ TITLE = "API keys and the audit trail"
 TARGET = report.Target(0.85, True, ">= 0.85x baseline")
 WARMUP_S = 2
 CHECKS = 200_000
+# Run alone, wait for the CPUs to be at most this busy with other work first.
+QUIET = 0.10
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -140,14 +143,15 @@ def measure(tmp: Path, rounds: int, duration_s: float) -> str:
 
 def _rounds(
     redis_server: EmbeddedRedis, base: servers.Server, setups: list[Setup], tmp: Path, rounds: int, duration_s: float
-) -> dict[str, list[wrk.WrkResult]]:
+) -> dict[str, list[tuple[wrk.WrkResult, wrk.WrkResult]]]:
+    """Per setup, a (API, baseline) pair of back-to-back runs each round, the API first in odd rounds."""
     scripts = {}
     for setup in setups:
         path = tmp / f"post-{len(scripts)}.lua"
         auth = f'wrk.headers["Authorization"] = "Bearer {setup.key}"\n' if setup.key else ""
         path.write_text(POST_SCRIPT.read_text() + auth)
         scripts[setup.name] = path
-    runs: dict[str, list[wrk.WrkResult]] = {"baseline": [], **{setup.name: [] for setup in setups}}
+    pairs: dict[str, list[tuple[wrk.WrkResult, wrk.WrkResult]]] = {setup.name: [] for setup in setups}
     with contextlib.ExitStack() as stack:
         apis = {
             setup.name: stack.enter_context(
@@ -155,24 +159,28 @@ def _rounds(
             )
             for n, setup in enumerate(setups)
         }
-        order = [("baseline", base, "/sprockets", POST_SCRIPT)]
-        order += [(name, api, "/api/v1/sprockets", scripts[name]) for name, api in apis.items()]
-        for _, server, path, script in order:
-            _wrk(server, path, WARMUP_S, script)
-        for round_number in range(rounds):
-            turn = round_number % len(order)
-            for name, server, path, script in order[turn:] + order[:turn]:
-                runs[name].append(_wrk(server, path, duration_s, script))
+        _wrk(base, "/sprockets", WARMUP_S, POST_SCRIPT)
+        for name, api in apis.items():
+            _wrk(api, "/api/v1/sprockets", WARMUP_S, scripts[name])
+        for round_number in range(1, rounds + 1):
+            for name, api in apis.items():
+                if round_number % 2:
+                    ours = _wrk(api, "/api/v1/sprockets", duration_s, scripts[name])
+                    theirs = _wrk(base, "/sprockets", duration_s, POST_SCRIPT)
+                else:
+                    theirs = _wrk(base, "/sprockets", duration_s, POST_SCRIPT)
+                    ours = _wrk(api, "/api/v1/sprockets", duration_s, scripts[name])
+                pairs[name].append((ours, theirs))
             print(  # noqa: T201
-                f"security round {round_number + 1}: "
-                + ", ".join(f"{name} {runs[name][-1].requests_s:,.0f} req/s" for name in runs),
+                f"security round {round_number}: "
+                + ", ".join(f"{name} {p[-1][0].requests_s / p[-1][1].requests_s:.2f}x" for name, p in pairs.items()),
                 flush=True,
             )
-    return runs
+    return pairs
 
 
 def _section(
-    runs: dict[str, list[wrk.WrkResult]],
+    pairs: dict[str, list[tuple[wrk.WrkResult, wrk.WrkResult]]],
     setups: list[Setup],
     rounds: int,
     duration_s: float,
@@ -180,45 +188,48 @@ def _section(
     check_us: float,
     added_us: float,
 ) -> str:
-    base = runs["baseline"]
     lines = [
-        "| POST sprocket | req/s | API / baseline | server CPU µs/req | target | verdict |",
-        "|---|---:|---:|---:|---|---|",
-        f"| baseline | {statistics.median(r.requests_s for r in base):,.0f} | | "
-        f"{statistics.median(r.server_cpu_us for r in base):.1f} | | |",
+        "| POST sprocket | API req/s | baseline req/s | API / baseline, req/s | baseline / API, server CPU "
+        "µs/req | API server CPU µs/req | target (req/s ratio) | verdict |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
     ]
+    cpu = {}
     for setup in setups:
-        ours = runs[setup.name]
-        ratio = statistics.median(a.requests_s / b.requests_s for a, b in zip(ours, base, strict=True))
+        ours, theirs = [pair[0] for pair in pairs[setup.name]], [pair[1] for pair in pairs[setup.name]]
+        ratio = statistics.median(a.requests_s / b.requests_s for a, b in pairs[setup.name])
+        cpu_ratio = statistics.median(b.server_cpu_us / a.server_cpu_us for a, b in pairs[setup.name])
+        cpu[setup.name] = statistics.median(r.server_cpu_us for r in ours)
         target = TARGET if setup.env.get("AUDIT_TRAIL") != "false" else None
         lines.append(
-            f"| API, {setup.name} | {statistics.median(r.requests_s for r in ours):,.0f} | {ratio:.2f}x | "
-            f"{statistics.median(r.server_cpu_us for r in ours):.1f} | {target.text if target else ''} | "
-            f"{target.verdict(ratio) if target else ''} |"
+            f"| API, {setup.name} | {statistics.median(r.requests_s for r in ours):,.0f} | "
+            f"{statistics.median(r.requests_s for r in theirs):,.0f} | {ratio:.2f}x | {cpu_ratio:.2f}x | "
+            f"{cpu[setup.name]:.1f} | {target.text if target else ''} | {target.verdict(ratio) if target else ''} |"
         )
-    cpu = {setup.name: statistics.median(r.server_cpu_us for r in runs[setup.name]) for setup in setups}
-    steal = max(r.steal_cores for results in runs.values() for r in results)
-    others = statistics.median(r.other_cores for results in runs.values() for r in results)
+    everything = [run for runs in pairs.values() for pair in runs for run in pair]
+    steal = max(r.steal_cores for r in everything)
+    others = statistics.median(r.other_cores for r in everything)
     return "\n".join(
         [
-            f"POST sprocket under wrk as in Method ({rounds} rounds of {duration_s:g} s runs, each round the "
-            "baseline and the API in three setups back to back, in an order that turns each round), on a "
-            "redis-server of its own. The audit trail is on by default; the key is a `sprockets`-scoped "
-            f"entry of `SPROCKETS_API_KEYS` sent as a bearer token. {os.cpu_count()} cores shared with wrk, "
-            f"Redis and, on this machine, other people's work: the CPUs were {busy:.0%} busy just before, "
-            f"other processes took a median {others:.2f} cores during the runs and the host up to "
-            f"{steal:.2f} (steal), so single runs are noisy; the ratios, from runs back to back, are steadier.",
+            f"POST sprocket under wrk as in Method, on a redis-server of its own: {rounds} rounds, each a pair "
+            f"of back-to-back {duration_s:g} s runs (API, baseline; the API first in odd rounds) for each of "
+            "three setups of the API. The audit trail is on by default; the key is a `sprockets`-scoped entry "
+            "of `SPROCKETS_API_KEYS`, sent as a bearer token. Ratios are medians of the pairs' ratios; the CPU "
+            "ratio (baseline's server CPU per request over the API's) is what req/s would be if the server's "
+            f"CPU were all that limits it, and it is the steadier figure here: the {os.cpu_count()} cores are "
+            f"shared with wrk, Redis and other people's work on this machine (the CPUs were {busy:.0%} busy "
+            f"just before; other processes took a median {others:.2f} cores during the runs, the host up to "
+            f"{steal:.2f}, steal), so single runs are noisy.",
             "",
             *lines,
             "",
-            f"The key check on its own (the Authorization header found, the key hashed with SHA-256 and looked up "
+            "The key check on its own (the Authorization header found, the key hashed with SHA-256 and looked up "
             f"among 200 keys, the route matched, the scope checked) takes **{check_us:.2f} µs** of CPU per request "
             f"(timeit, best of 5 x {CHECKS:,}). The audit trail adds **{added_us:.1f} µs** of the API's CPU to a "
             "write (the Guard alone, 50,000 POSTs with the trail on against off, its batched writes to Redis "
-            "included, best of 3). End to end, from the table's medians: the server's CPU per request with the "
-            f"key checked minus without, {cpu[setups[2].name] - cpu[setups[1].name]:+.1f} µs; with the audit "
-            f"trail on minus off, {cpu[setups[1].name] - cpu[setups[0].name]:+.1f} µs; on a machine this busy "
-            "these differences are mostly noise, and the in-process figures are the ones to go by.",
+            "included, best of 3). End to end, from the table's medians: the API's CPU per request with the key "
+            f"checked minus without, {cpu[setups[2].name] - cpu[setups[1].name]:+.1f} µs; with the audit trail "
+            f"on minus off, {cpu[setups[1].name] - cpu[setups[0].name]:+.1f} µs; on a machine this busy a "
+            "difference of a few µs either way is noise, and the in-process figures are the ones to go by.",
         ]
     )
 
@@ -227,12 +238,21 @@ def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--duration-s", type=float, default=1)
+    parser.add_argument("--quiet-wait-s", type=float, default=60, help="wait this long at most for idle cores")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     return parser.parse_args()
 
 
+def _wait_for_quiet(wait_s: float) -> None:
+    """Wait up to `wait_s` for other processes to leave the cores idle, as run.py does."""
+    deadline = time.monotonic() + wait_s
+    while (busy := report.busy_fraction()) > QUIET and time.monotonic() < deadline:
+        print(f"the CPUs are {busy:.0%} busy with other work; waiting for them to calm down", flush=True)  # noqa: T201
+
+
 def main() -> None:
     args = _arguments()
+    _wait_for_quiet(args.quiet_wait_s)
     with tempfile.TemporaryDirectory(prefix="sprockets-security-") as tmp:
         section = measure(Path(tmp), args.rounds, args.duration_s)
     RESULTS.write_text(f"# {TITLE}\n\n{section}\n")

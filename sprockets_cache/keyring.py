@@ -103,6 +103,12 @@ class Keyring:
         self._used_written = time.monotonic()
         self._note_used = Script(client, "api_key_used")
 
+    @property
+    def required(self) -> bool:
+        """Whether writes need a key: once any key was ever held in Redis they do, even after the
+        last one is revoked, so that revoking a key never opens writes to anyone."""
+        return bool(self.keys) or self._version is not None
+
     def used(self, digest: str) -> None:
         """Note a request with this key, for `keys list`; written to Redis now and then."""
         if digest in self._held:

@@ -61,7 +61,7 @@ class Guard:
         method, state = scope["method"], scope["state"]
         keyring: Keyring = state["keyring"]
         write = method in WRITE_METHODS
-        needs_key = bool(keyring.keys) and (write or self.settings.private_reads)
+        needs_key = keyring.required and (write or self.settings.private_reads)
         trail: AuditTrail | None = state["audit"] if write else None
         if not needs_key and not self.limited and trail is None:
             await self.app(scope, receive, send)

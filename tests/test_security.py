@@ -238,7 +238,9 @@ async def test_a_key_added_in_redis_works_and_a_revoked_one_stops_in_every_proce
     assert (await keyring.held(real_redis_pair[0])) == []
 
 
-async def test_the_first_key_added_in_redis_closes_open_writes_and_its_use_is_noted(redis_client: Client) -> None:
+async def test_the_first_key_added_in_redis_closes_open_writes_for_good_and_its_use_is_noted(
+    redis_client: Client,
+) -> None:
     key, key_digest = new_key()
     async with AsyncExitStack() as stack:
         api = await serve(stack, Settings(), redis_client)
@@ -247,6 +249,18 @@ async def test_the_first_key_added_in_redis_closes_open_writes_and_its_use_is_no
         await _eventually(lambda: api.post("/api/v1/sprockets", json=SPROCKET), 401)
         headers = {"Authorization": f"Bearer {key}"}
         assert (await api.post("/api/v1/sprockets", json=SPROCKET, headers=headers)).status_code == 201
-    # The app writes when its keys were last used as it stops, at the latest.
-    [held] = await keyring.held(redis_client)
-    assert held.last_used_at is not None
+        # Revoking the last key does not open writes again.
+        await keyring.revoke(redis_client, key_digest)
+        await _eventually(lambda: api.post("/api/v1/sprockets", json=SPROCKET, headers=headers), 401)
+        assert (await api.post("/api/v1/sprockets", json=SPROCKET)).status_code == 401
+
+
+async def test_when_a_held_key_was_last_used_is_noted(redis_client: Client) -> None:
+    key, key_digest = new_key()
+    await keyring.add(redis_client, key_digest, {"sprockets"})
+    async with AsyncExitStack() as stack:
+        api = await serve(stack, Settings(), redis_client)
+        headers = {"Authorization": f"Bearer {key}"}
+        assert (await api.post("/api/v1/sprockets", json=SPROCKET, headers=headers)).status_code == 201
+    # Each process writes it down every 10 s, and when it stops.
+    assert (await keyring.held(redis_client))[0].last_used_at is not None

@@ -150,19 +150,19 @@ def create_app(
         )
         try:
             await _wait_for_redis(store, settings.redis_startup_wait_s, settings.redis_timeout_s)
-            keys = Keyring(store.redis, settings.api_keys)
+            ring = Keyring(store.redis, settings.api_keys)
             async with (
-                keyring.kept_fresh(keys, settings.redis_timeout_s),
+                keyring.kept_fresh(ring, settings.redis_timeout_s),
                 audit.kept(store.redis, settings.redis_timeout_s, settings.audit_trail) as trail,
             ):
                 _tune_gc()
                 yield {
-                    "audit": trail,
                     "store": store,
                     "settings": settings,
                     "metrics": metrics,
                     "deadlines": deadlines,
-                    "keyring": keys,
+                    "keyring": ring,
+                    "audit": trail,
                 }
         finally:
             if client is None:

@@ -142,9 +142,9 @@ class Keyring:
                     await self.refresh()
                     if time.monotonic() - self._used_written >= LAST_USED_EVERY_S:
                         await self.write_last_used()
-            except (redis.RedisError, TimeoutError) as error:
+            except Exception as error:  # whatever it is, the loop must go on: a stopped one would miss revokes
                 if not failing:
-                    log.warning("cannot read the API keys held in Redis (%s); keeping the last copy", error)
+                    log.warning("cannot read the API keys held in Redis (%r); keeping the last copy", error)
                 failing = True
                 continue
             if failing:

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
         """Entries as SPROCKETS_API_KEYS spells them (a comma-separated string, or a collection of
         entries), or a mapping of digest to scopes."""
         if isinstance(value, Mapping):
-            return {digest: access.parse_scopes(scopes) for digest, scopes in value.items()}
+            return {access.parse_entry(digest)[0]: access.parse_scopes(scopes) for digest, scopes in value.items()}
         entries = value.split(",") if isinstance(value, str) else value
         if not isinstance(entries, list | tuple | set | frozenset):
             return value

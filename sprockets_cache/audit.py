@@ -32,6 +32,8 @@ FLUSH_S = 0.05
 BATCH = 1000
 # While Redis is away, entries held for a retry at most; past it the oldest are dropped, and logged.
 MAX_PENDING = 10_000
+# At shutdown, how long the last entries may take to be written, in seconds.
+CLOSE_S = 2.0
 FIELDS = ("time", "key", "client", "method", "route", "resource", "status", "request_id")
 
 
@@ -72,9 +74,14 @@ class AuditTrail:
             log.warning("cannot write %d audit entries (%s); %d dropped", len(entries), error, dropped)
 
     async def close(self) -> None:
-        """Write what is queued: wait for the flushes under way (FLUSH_S at most), then flush the rest."""
-        await asyncio.gather(*self._flushes)
-        await self.flush()
+        """Write what is queued: wait for the flushes under way, then flush the rest; in CLOSE_S at most,
+        so that a slow Redis cannot hold up a shutdown."""
+        try:
+            async with asyncio.timeout(CLOSE_S):
+                await asyncio.gather(*self._flushes)
+                await self.flush()
+        except TimeoutError:
+            log.warning("the audit trail's last entries were not written within %s s", CLOSE_S)
 
 
 @contextlib.asynccontextmanager

@@ -168,5 +168,6 @@ async def kept_fresh(keyring: Keyring, timeout_s: float) -> AsyncIterator[Keyrin
         with contextlib.suppress(asyncio.CancelledError):
             await task
         with contextlib.suppress(redis.RedisError, TimeoutError):
-            async with asyncio.timeout(timeout_s):
+            # Briefly: a slow Redis must not hold up a shutdown for the sake of "last used".
+            async with asyncio.timeout(min(timeout_s, 2.0)):
                 await keyring.write_last_used()

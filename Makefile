@@ -49,9 +49,10 @@ screenshot: $(STAMP)
 		-k test_on_first_load_every_chart_draws_actual_and_goal_as_lines_across_its_plot
 
 # The API against a minimal Starlette + Redis baseline on a Redis of its own, then 2 workers against 1, a
-# 3-master Redis Cluster against one Redis, and writes that wait for a replica against writes that do not
-# (6-9 minutes, more when the host takes cores; `python bench/replication.py` runs the last part alone);
-# writes BENCHMARKS.md and bench/results.png.
+# 3-master Redis Cluster against one Redis, writes that wait for a replica against writes that do not, and
+# API keys and the audit trail against none (8-12 minutes, more when the host takes cores;
+# `python bench/replication.py` and `python bench/security.py` run their parts alone); writes
+# BENCHMARKS.md and bench/results.png.
 # Not part of `make test`.
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)

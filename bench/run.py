@@ -1,7 +1,8 @@
 """`make bench`: the API against a minimal Starlette + Redis baseline, then point ingestion, memory per
 point, range reads, the factory listing, the seed command, scaling out (bench/scaling.py: 2 workers
-against 1, a 3-master Redis Cluster against one Redis), and what waiting for a replica costs
-(bench/replication.py). Writes BENCHMARKS.md and bench/results.png.
+against 1, a 3-master Redis Cluster against one Redis), what waiting for a replica costs
+(bench/replication.py), and what API keys and the audit trail cost (bench/security.py). Writes
+BENCHMARKS.md and bench/results.png.
 
 Everything runs on this machine: its own redis-server (AOF, appendfsync everysec) in a temp dir, the
 API and the baseline (bench/baseline.py) as one uvicorn worker each, and wrk as the load generator.
@@ -26,6 +27,7 @@ import redis  # noqa: E402
 import replication  # noqa: E402
 import report  # noqa: E402
 import scaling  # noqa: E402
+import security  # noqa: E402
 import servers  # noqa: E402
 import workloads  # noqa: E402
 import wrk  # noqa: E402
@@ -74,6 +76,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--listing-requests", type=int, default=50)
     parser.add_argument("--scaling-duration-s", type=float, default=3, help="seconds per wrk run, scale-out rows")
     parser.add_argument("--scaling-rounds", type=int, default=3, help="rounds of the scale-out rows")
+    parser.add_argument("--security-rounds", type=int, default=15, help="rounds of the API keys and audit rows")
     parser.add_argument("--quiet-wait-s", type=float, default=30, help="wait this long at most for idle cores")
     parser.add_argument("--points-a-second", type=int, default=POINTS_A_SECOND, help="points for the 1 s spacing rows")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
@@ -362,6 +365,8 @@ def main() -> None:
         setups, spread = scaling.measure(tmp, args.scaling_duration_s, args.scaling_rounds, args.batch)
         _wait_for_quiet(args.quiet_wait_s)
         replicated = replication.measure(tmp)
+        _wait_for_quiet(args.quiet_wait_s)
+        keys_and_audit = security.measure(tmp, args.security_rounds, args.duration_s)
 
     rows = [row for comparison in comparisons for row in report.comparison_rows(comparison)]
     table = report.table(rows + _figure_rows(args, figures, listing, seed_s))
@@ -381,6 +386,7 @@ def main() -> None:
             f"the time): {_cores_text(cores)}."
         ),
         replication.TITLE: replication.section(replicated),
+        security.TITLE: keys_and_audit,
     }
     report.write(args.output, sections, BENCH / "storage-results.md")
     _say(f"\n{table}\n\nwrote {args.output} and {args.plot} in {run_s / 60:.1f} min")

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from sprockets_cache import docs, events, factories, home, migration, openapi, sprockets
+from sprockets_cache import audit, docs, events, factories, home, keyring, migration, openapi, sprockets
 from sprockets_cache.connections import (
     UNAVAILABLE_ERRORS,
     UNAVAILABLE_OR_LATE,
@@ -27,6 +27,7 @@ from sprockets_cache.connections import (
 )
 from sprockets_cache.deadlines import Deadlines
 from sprockets_cache.errors import WriteRefused
+from sprockets_cache.keyring import Keyring
 from sprockets_cache.observability import AccessLog, Metrics, RequestObserver, metrics_endpoint
 from sprockets_cache.problems import exception_handlers
 from sprockets_cache.security import Guard, response_headers
@@ -137,13 +138,6 @@ def _cors(settings: Settings) -> list[Middleware]:
     ]
 
 
-def _guard(settings: Settings) -> list[Middleware]:
-    """API keys and rate limits, when either is configured."""
-    if not settings.api_keys and settings.rate_limit_per_s <= 0:
-        return []
-    return [Middleware(Guard, settings=settings)]
-
-
 def create_app(
     settings: Settings | None = None, client: Client | None = None, subscribers: Client | None = None
 ) -> Starlette:
@@ -190,8 +184,20 @@ def create_app(
             except migration.OutdatedStore as error:
                 log.error("cannot serve: %s", error)
                 raise
-            _tune_gc()
-            yield {"store": store, "settings": settings, "metrics": metrics, "deadlines": deadlines}
+            ring = Keyring(store.redis, settings.api_keys)
+            async with (
+                keyring.kept_fresh(ring, settings.redis_timeout_s),
+                audit.kept(store.redis, settings.redis_timeout_s, settings.audit_trail) as trail,
+            ):
+                _tune_gc()
+                yield {
+                    "store": store,
+                    "settings": settings,
+                    "metrics": metrics,
+                    "deadlines": deadlines,
+                    "keyring": ring,
+                    "audit": trail,
+                }
         finally:
             if client is None:
                 await store.close()
@@ -227,7 +233,7 @@ def create_app(
         middleware=[
             Middleware(RequestObserver, metrics=metrics, access_log=access_log, add_headers=response_headers),
             *_cors(settings),
-            *_guard(settings),
+            Middleware(Guard, settings=settings),
         ],
         exception_handlers=exception_handlers(UNAVAILABLE_ERRORS),
         lifespan=lifespan,

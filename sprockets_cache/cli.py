@@ -16,17 +16,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import BinaryIO
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as redis
 import uvicorn
 
-from sprockets_cache import export, migration, seed
-from sprockets_cache.connections import connect
+from sprockets_cache import apikeys, export, migration, seed
+from sprockets_cache.connections import connect, redacted
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.observability import MULTIPROCESS_DIR, configure_logging
-from sprockets_cache.security import new_key
-from sprockets_cache.settings import Settings
+from sprockets_cache.settings import Settings, SettingsError
 from sprockets_cache.store import Store
 
 log = logging.getLogger("sprockets_cache")
@@ -40,7 +38,11 @@ DATA_DIR = Path("data")
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(os.environ.get("LOG_LEVEL", "INFO").upper())
     args = _parser().parse_args(argv)
-    code: int = args.command(args)
+    try:
+        code: int = args.command(args)
+    except SettingsError as error:
+        _to_stderr(str(error))
+        return 2
     return code
 
 
@@ -74,9 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     backup.add_argument("--out", type=Path, metavar="FILE", help="write here (replaced when complete); else stdout")
     backup.set_defaults(command=_export)
 
-    api_keys = commands.add_parser("keys", help="API keys")
-    api_keys.add_argument("action", choices=["new"], help="new: print a fresh key and its SHA-256 digest")
-    api_keys.set_defaults(command=_new_key)
+    apikeys.add_commands(commands)
     return parser
 
 
@@ -103,7 +103,10 @@ def _serve(args: argparse.Namespace) -> int:
     workers = args.workers
     settings = Settings.from_env()
     if not settings.api_keys:
-        log.warning("SPROCKETS_API_KEYS is not set: ANYONE CAN WRITE. Set it before exposing this server.")
+        log.warning(
+            "SPROCKETS_API_KEYS is not set: ANYONE CAN WRITE unless keys are held in Redis (keys add). "
+            "Set one or the other before exposing this server."
+        )
     # log_config=None keeps our JSON logging; the app logs each request itself, so uvicorn's
     # access log is off; no Server header to tell attackers the version.
     with _shared_metrics(workers):
@@ -137,12 +140,6 @@ def _shared_metrics(workers: int) -> Iterator[None]:
             yield
         finally:
             del os.environ[MULTIPROCESS_DIR]
-
-
-def _new_key(args: argparse.Namespace) -> int:
-    key, digest = new_key()
-    _to_stdout(f"key:    {key}\ndigest: {digest}\nGive the key to the client; add the digest to SPROCKETS_API_KEYS.")
-    return 0
 
 
 def _seed(args: argparse.Namespace) -> int:
@@ -263,19 +260,10 @@ def _export(args: argparse.Namespace) -> int:
 def _redis_failed(settings: Settings, error: redis.RedisError) -> int:
     """Say what went wrong with Redis, in one line; the exit code."""
     if isinstance(error, redis.ConnectionError | redis.TimeoutError):
-        _to_stderr(f"cannot reach Redis at {_redacted(settings.redis_url)}: {error}")
+        _to_stderr(f"cannot reach Redis at {redacted(settings.redis_url)}: {error}")
     else:
-        _to_stderr(f"Redis at {_redacted(settings.redis_url)} failed: {error}")
+        _to_stderr(f"Redis at {redacted(settings.redis_url)} failed: {error}")
     return 1
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, fit for a log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _run(args: argparse.Namespace) -> int:

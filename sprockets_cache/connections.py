@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import hiredis
 import redis.asyncio as redis
@@ -221,3 +222,12 @@ async def _send_transaction(connection: redis.Connection, commands: Sequence[tup
     for _ in range(len(commands) + 1):
         await connection.read_response()  # OK, then QUEUED for each command
     return await connection.read_response()
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, fit for a log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

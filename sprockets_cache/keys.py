@@ -73,3 +73,16 @@ def key_for_idempotency(scope: str, digest: str) -> str:
 def key_for_rate_limit(client: str) -> str:
     """`client` is "key:<digest prefix>" or "ip:<address>"."""
     return f"{PREFIX}ratelimit:{client}"
+
+
+# API keys held in Redis (python -m sprockets_cache keys add): their SHA-256 digests, never the keys.
+API_KEY_TAG = "{apikeys}"
+# hash: digest -> JSON {"scopes": [...], "created_at": RFC 3339}
+API_KEYS = f"{PREFIX}{API_KEY_TAG}:keys"
+# hash: digest -> RFC 3339 time the key was last seen (to within a few seconds)
+API_KEYS_LAST_USED = f"{PREFIX}{API_KEY_TAG}:last_used"
+# string: a counter bumped by every add and revoke, which each API process polls
+API_KEYS_VERSION = f"{PREFIX}{API_KEY_TAG}:version"
+
+# stream: one entry per write request, admitted or refused (capped; see audit.py)
+AUDIT = f"{PREFIX}audit"

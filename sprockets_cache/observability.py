@@ -29,6 +29,8 @@ _ID_PREFIX = uuid.uuid4().hex[:12] + "-"
 _ids = itertools.count(1)
 # A client's X-Request-ID is kept only if it looks like an id, so logs cannot be forged through it.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Where the request id waits in the ASGI scope for the middleware inside (the audit trail).
+REQUEST_ID = "sprockets.request_id"
 
 
 class Metrics:
@@ -171,7 +173,7 @@ class RequestObserver:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        request_id = _request_id(scope)
+        request_id = scope[REQUEST_ID] = _request_id(scope)
         status = 500
 
         # A plain function that hands back send's awaitable: an `async def` would add a coroutine a message.

@@ -34,8 +34,10 @@ DESCRIPTION = """Sprocket factory production data and sprocket types, kept in Re
 
 Every error is `application/problem+json` (RFC 9457). A method a path does not list gets 405 with `Allow`.
 Integers are written as JSON integers: `5`, not `5.0`. When API keys are configured, writes need
-`Authorization: Bearer <key>` (reads too, with private reads); when a rate limit is configured, `/api/`
-responses carry `RateLimit` and `RateLimit-Policy`, and a client over it gets 429 with `Retry-After`."""
+`Authorization: Bearer <key>` (reads too, with private reads), and a key without the scope a request
+needs gets 403 naming it (scopes: admin, sprockets, factories, factory:<id>, read); when a rate limit is
+configured, `/api/` responses carry `RateLimit` and `RateLimit-Policy`, and a client over it gets 429 with
+`Retry-After`."""
 
 
 def _ref(kind: str, name: str) -> dict[str, str]:
@@ -134,6 +136,10 @@ RESPONSES = {
         _problem("Malformed JSON, or a cursor or header not of the form the document gives."),
     ),
     "401": ("Unauthorized", _problem("A needed API key is missing or wrong.", "Problem", "WWW-Authenticate")),
+    "403": (
+        "Forbidden",
+        _problem("The API key lacks the scope this request needs; `detail` names it.", "Problem", "WWW-Authenticate"),
+    ),
     "404": ("NotFound", _problem("Nothing has this id.")),
     "405": ("MethodNotAllowed", _problem("Any method a path does not list.", "Problem", "Allow")),
     "408": ("RequestTimeout", _problem("The body did not arrive within the body timeout.")),
@@ -166,7 +172,7 @@ NOT_MODIFIED = {
     "headers": {"ETag": _ref("headers", "ETag"), "Cache-Control": _ref("headers", "Cache-Control")},
 }
 # What every operation under /api/ may answer, and every one that reads a body besides.
-_API_ERRORS = ("401", "429", "503")
+_API_ERRORS = ("401", "403", "429", "503")
 _BODY_ERRORS = ("400", "408", "413", "415", "422")
 # And every one that writes.
 _WRITE_ERRORS = ("507",)

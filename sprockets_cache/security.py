@@ -2,13 +2,18 @@
 
 import asyncio
 import hashlib
-import hmac
 import secrets
+from collections.abc import Awaitable
 
-from starlette.datastructures import Headers
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sprockets_cache import access
+from sprockets_cache.audit import AuditTrail
+from sprockets_cache.clock import now
 from sprockets_cache.connections import ERROR_REPLIES, UNAVAILABLE_OR_LATE, refusal
+from sprockets_cache.keyring import Keyring, key_id
+from sprockets_cache.observability import REQUEST_ID
 from sprockets_cache.problems import problem_response
 from sprockets_cache.settings import Settings
 from sprockets_cache.store import Store
@@ -40,34 +45,86 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _known(key: str, digests: frozenset[str]) -> bool:
-    """Constant time in the key: every digest is compared, whatever matches."""
-    candidate = digest(key)
-    return sum(hmac.compare_digest(candidate, known) for known in digests) > 0
-
-
 class Guard:
-    """Pure ASGI middleware for /api/: API keys (writes, or every call with private reads),
-    then a per-client rate limit kept in Redis, so every API process shares it."""
+    """Pure ASGI middleware for /api/: API keys and their scopes (writes, or every call with private
+    reads), then a per-client rate limit kept in Redis, so every API process shares it."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.settings = settings
+        self.limited = settings.rate_limit_per_s > 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/api/"):
             await self.app(scope, receive, send)
             return
-        client = self._client(scope)
-        if client is None:
-            response = problem_response(
+        method, state = scope["method"], scope["state"]
+        keyring: Keyring = state["keyring"]
+        write = method in WRITE_METHODS
+        needs_key = keyring.required and (write or self.settings.private_reads)
+        trail: AuditTrail | None = state["audit"] if write else None
+        if not needs_key and not self.limited and trail is None:
+            await self.app(scope, receive, send)
+            return
+        found = access.target(scope["path"])
+        digest_, scopes = _credential(scope, keyring) if keyring.keys else ("", None)
+        if trail is None:
+            await self._admit(scope, receive, send, found, digest_, scopes, needs_key)
+            return
+        status, location = 500, b""
+
+        # A plain function that hands back send's awaitable, as in observability.RequestObserver.
+        def seen(message: Message) -> Awaitable[None]:
+            nonlocal status, location
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if status == 201:  # a create: its Location names the new resource
+                    location = next((value for name, value in message["headers"] if name == b"location"), b"")
+            return send(message)
+
+        try:
+            await self._admit(scope, receive, seen, found, digest_, scopes, needs_key)
+        finally:
+            trail.record(_entry(scope, found, digest_, status, location))
+
+    async def _admit(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        found: access.Target,
+        digest_: str,
+        scopes: frozenset[str] | None,
+        needs_key: bool,
+    ) -> None:
+        """The request, unless its key is missing, unknown or short of a scope, or it is over the rate limit."""
+        if needs_key:
+            refused = self._refusal(scope, found, scopes)
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
+        client = f"key:{key_id(digest_)}" if digest_ else f"ip:{_address(scope)}"
+        await self._limited(client, scope, receive, send)
+
+    def _refusal(self, scope: Scope, found: access.Target, scopes: frozenset[str] | None) -> Response | None:
+        """401 without a known key, 403 naming the scope the key lacks, None when the key may go on."""
+        if scopes is None:
+            return problem_response(
                 401,
                 "Send a valid API key as `Authorization: Bearer <key>`.",
                 headers={"WWW-Authenticate": 'Bearer realm="sprockets-cache"'},
             )
-            await response(scope, receive, send)
-            return
-        if self.settings.rate_limit_per_s <= 0:
+        needed = access.needed_scopes(scope["method"], found, self.settings.private_reads)
+        if access.allows(scopes, needed):
+            return None
+        others = "".join(f" (or {scope})" for scope in needed[1:])
+        detail = f"This API key lacks the scope {needed[0]}{others}, which {scope['method']} {scope['path']} needs."
+        challenge = f'Bearer realm="sprockets-cache", error="insufficient_scope", scope="{needed[0]}"'
+        return problem_response(403, detail, headers={"WWW-Authenticate": challenge})
+
+    async def _limited(self, client: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """The request, unless `client` is over the rate limit (when one is set): then 429."""
+        if not self.limited:
             await self.app(scope, receive, send)
             return
         store: Store = scope["state"]["store"]
@@ -96,18 +153,49 @@ class Guard:
         extra = [(b"ratelimit-policy", policy.encode()), (b"ratelimit", f"r={left}".encode())]
         await self.app(scope, receive, _with_headers(send, extra))
 
-    def _client(self, scope: Scope) -> str | None:
-        """Who is calling: "key:<digest prefix>" or "ip:<address>"; None when a needed key is missing or wrong."""
-        digests = self.settings.api_keys
-        needs_key = bool(digests) and (scope["method"] in WRITE_METHODS or self.settings.private_reads)
-        scheme, _, key = Headers(scope=scope).get("authorization", "").partition(" ")
-        key = key.strip()
-        if digests and scheme.lower() == "bearer" and key and _known(key, digests):
-            return "key:" + digest(key)[:16]
-        if needs_key:
-            return None
-        address = scope.get("client") or ("unknown", 0)
-        return f"ip:{address[0]}"
+
+def _address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def _entry(scope: Scope, found: access.Target, digest_: str, status: int, location: bytes) -> list[str]:
+    """The audit entry of a write (audit.FIELDS): nothing in it comes from the client but checked ids
+    and the address."""
+    if location:  # a create: the new resource's id ends its Location
+        resource = location.rsplit(b"/", 1)[-1].decode("latin-1")
+    else:
+        resource = "-" if found.resource_id is None else str(found.resource_id)
+    key = key_id(digest_) if digest_ else "anonymous"
+    return [
+        now(),
+        key,
+        _address(scope),
+        scope["method"],
+        found.route,
+        resource,
+        str(status),
+        scope.get(REQUEST_ID, "-"),
+    ]
+
+
+def _credential(scope: Scope, keyring: Keyring) -> tuple[str, frozenset[str] | None]:
+    """The digest of the bearer key and its scopes; ("", None) when there is no key we know."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").partition(" ")
+            key = key.strip()
+            if scheme.lower() != "bearer" or not key:
+                return "", None
+            candidate = digest(key)
+            # A dict lookup is safe here: its timing depends on the digest of what the client sent,
+            # which the client can compute itself, and a digest does not give away its key.
+            scopes = keyring.keys.get(candidate)
+            if scopes is None:
+                return "", None
+            keyring.used(candidate)
+            return candidate, scopes
+    return "", None
 
 
 def _with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:

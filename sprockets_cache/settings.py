@@ -1,13 +1,18 @@
 """Settings, read once from the environment (names in upper case) and passed to create_app()."""
 
-import re
+from collections.abc import Mapping
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from sprockets_cache import access
+
 MIB = 1024 * 1024
-_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used, in one line fit for a terminal."""
 
 
 def _comma_separated(value: object) -> object:
@@ -50,19 +55,21 @@ class Settings(BaseSettings):
     # Points one response may hold; a page of factories ends early to stay under it.
     max_response_points: int = Field(1_000_000, ge=1)
 
-    # SHA-256 hex digests of the API keys that may write; none: writes are open.
-    api_keys: Annotated[frozenset[str], NoDecode] = Field(
-        frozenset(), validation_alias=AliasChoices("api_keys", "sprockets_api_keys")
+    # The API keys' SHA-256 hex digests, each with its scopes (access.py); none here or in Redis: writes are open.
+    api_keys: Annotated[Mapping[str, frozenset[str]], NoDecode] = Field(
+        {}, validation_alias=AliasChoices("api_keys", "sprockets_api_keys")
     )
     # Reads need a key too (when keys are configured).
     private_reads: bool = Field(False, validation_alias=AliasChoices("private_reads", "sprockets_private_reads"))
     # Requests per second per client (API key, else address), and how many may come at once; 0: off.
     rate_limit_per_s: float = Field(0.0, ge=0)
     rate_limit_burst: int = Field(20, ge=1)
+    # Every write request, admitted or refused, goes into the capped stream sc:audit (audit.py).
+    audit_trail: bool = True
     # Browser origins allowed to call the API (CORS); none by default.
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
 
-    _split_keys = field_validator("api_keys", "cors_origins", "redis_sentinels", mode="before")(_comma_separated)
+    _split_lists = field_validator("cors_origins", "redis_sentinels", mode="before")(_comma_separated)
 
     @field_validator("redis_sentinels")
     @classmethod
@@ -87,15 +94,33 @@ class Settings(BaseSettings):
         that finds its script gone (one WAIT in vain, a reload, a second WAIT) can still answer."""
         return max(1, int(self.redis_timeout_s * 1000 / 3))
 
-    @field_validator("api_keys")
+    @field_validator("api_keys", mode="before")
     @classmethod
-    def _are_digests(cls, digests: frozenset[str]) -> frozenset[str]:
-        for digest in digests:
-            if not _DIGEST.fullmatch(digest):
-                raise ValueError("each entry must be the SHA-256 hex digest of a key (64 lower-case hex digits)")
-        return digests
+    def _parse_keys(cls, value: object) -> object:
+        """Entries as SPROCKETS_API_KEYS spells them (a comma-separated string, or a collection of
+        entries), or a mapping of digest to scopes."""
+        if isinstance(value, Mapping):
+            return {access.parse_entry(digest)[0]: access.parse_scopes(scopes) for digest, scopes in value.items()}
+        entries = value.split(",") if isinstance(value, str) else value
+        if not isinstance(entries, list | tuple | set | frozenset):
+            return value
+        return access.parse_entries(str(entry) for entry in entries)
 
     @classmethod
     def from_env(cls) -> "Settings":
-        """Read from the environment: each field by its name in upper case (e.g. REDIS_URL)."""
-        return cls()
+        """Read from the environment: each field by its name in upper case (e.g. REDIS_URL). A bad value
+        is a SettingsError naming the variable and what is wrong, in one line."""
+        try:
+            return cls()
+        except ValidationError as error:
+            first = error.errors()[0]
+            name = _variable(str(first["loc"][0])) if first["loc"] else "settings"
+            message = str(first["msg"]).removeprefix("Value error, ")
+            raise SettingsError(f"{name}: {message}") from None
+
+
+def _variable(field: str) -> str:
+    """The environment variable a field is read from: its last alias (SPROCKETS_API_KEYS), else its name."""
+    alias = Settings.model_fields[field].validation_alias if field in Settings.model_fields else None
+    choices = alias.choices if isinstance(alias, AliasChoices) else []
+    return str(choices[-1] if choices else field).upper()

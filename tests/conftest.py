@@ -11,6 +11,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fakeredis.commands_mixins.scripting_mixin import ScriptingCommandsMixin
 
+from sprockets_cache import keys
 from sprockets_cache.app import create_app
 from sprockets_cache.connections import Client, connect
 from sprockets_cache.embedded import EmbeddedRedis
@@ -23,9 +24,12 @@ PATIENT_S = 30.0
 
 
 async def keyspace(client: Client) -> dict[bytes, Any]:
-    """Every key with its value, to show that a refused request wrote nothing."""
+    """Every key with its value, to show that a refused request wrote nothing: all but the audit
+    trail, which records refused writes too (tests/test_audit.py)."""
     values: dict[bytes, Any] = {}
     for key in await client.keys("*"):
+        if key == keys.AUDIT.encode():
+            continue
         kind = await client.type(key)
         if kind == b"string":
             values[key] = await client.get(key)
@@ -133,3 +137,13 @@ def _skip_script_flags(evaluate: Callable[..., Any]) -> Callable[..., Any]:
 
 
 ScriptingCommandsMixin.eval = _skip_script_flags(ScriptingCommandsMixin.eval)  # type: ignore[method-assign]
+
+
+@pytest.fixture(params=REAL)
+async def real_redis_pair(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Client, Client]]:
+    """Two clients of one real Redis, as two API processes have: a redis-server, then a cluster."""
+    first = await _real_client(request, request.param)
+    second = await _real_client(request, request.param)
+    yield first, second
+    await first.aclose()
+    await second.aclose()

@@ -294,3 +294,47 @@ def test_run_with_redis_url_serves_that_redis_and_says_which_seed_files_are_miss
     assert f"no seed file at {elsewhere / FACTORY_SEED}" in log
     assert "embedded Redis" not in log
     assert not (elsewhere / "data").exists()
+
+
+def test_serve_with_a_bad_key_entry_exits_2_with_one_line_naming_its_position(tmp_path: Path) -> None:
+    entries = f"{'a' * 64},{'b' * 64}=sprockets+raed"
+    failed = cli("serve", cwd=tmp_path, SPROCKETS_API_KEYS=entries, PORT=str(free_port()))
+    assert failed.returncode == 2
+    assert failed.stderr.splitlines() == [
+        "SPROCKETS_API_KEYS: entry 2: unknown scope 'raed' (known: admin, sprockets, factories, factory:<id>, read)"
+    ]
+
+
+def test_keys_new_prints_a_key_and_the_entry_that_grants_its_scopes(tmp_path: Path) -> None:
+    made = cli("keys", "new", "--scope", "factory:3", "--scope", "read", cwd=tmp_path)
+    lines = dict(line.split(":", 1) for line in made.stdout.splitlines()[:3])
+    key, digest = lines["key"].strip(), lines["digest"].strip()
+    assert hashlib.sha256(key.encode()).hexdigest() == digest
+    assert lines["entry"].strip() == f"{digest}=factory:3+read"
+
+
+def test_keys_add_list_and_revoke_manage_keys_held_in_redis(tmp_path: Path, redis_url: str) -> None:
+    added = cli("keys", "add", "--scope", "factory:1", cwd=tmp_path, REDIS_URL=redis_url)
+    assert added.returncode == 0, added.stderr
+    key = added.stdout.splitlines()[0]
+    key_id = hashlib.sha256(key.encode()).hexdigest()[:16]
+    assert key_id in added.stderr
+
+    listed = cli("keys", "list", cwd=tmp_path, REDIS_URL=redis_url)
+    [header, row] = listed.stdout.splitlines()
+    assert header.split() == ["id", "scopes", "created", "last", "used"]
+    assert row.split()[:2] == [key_id, "factory:1"]
+    assert row.split()[3] == "never"
+    assert key not in listed.stdout
+
+    revoked = cli("keys", "revoke", key_id[:8], cwd=tmp_path, REDIS_URL=redis_url)
+    assert revoked.stdout.startswith(f"revoked {key_id}")
+    again = cli("keys", "revoke", key_id[:8], cwd=tmp_path, REDIS_URL=redis_url)
+    assert (again.returncode, again.stderr) == (1, f"no key held in Redis has an id starting with {key_id[:8]}\n")
+    assert cli("keys", "list", cwd=tmp_path, REDIS_URL=redis_url).stdout.splitlines()[1:] == []
+
+
+def test_keys_add_with_redis_unreachable_exits_1_and_prints_no_key(tmp_path: Path) -> None:
+    failed = cli("keys", "add", cwd=tmp_path, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    assert (failed.returncode, failed.stdout) == (1, "")
+    assert failed.stderr.startswith("cannot reach Redis at ")

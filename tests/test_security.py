@@ -1,18 +1,19 @@
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from sprockets_cache import keyring
 from sprockets_cache.app import create_app
 from sprockets_cache.connections import Client, connect
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.security import digest, new_key
 from sprockets_cache.settings import Settings
-from tests.conftest import PATIENT_S
+from tests.conftest import PATIENT_S, keyspace
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
 KEY, DIGEST = new_key()
@@ -142,3 +143,124 @@ async def test_clients_with_different_keys_never_share_an_idempotency_key(keyed:
     )
     assert (first.status_code, other.status_code) == (201, 201)
     assert first.json()["id"] != other.json()["id"]
+
+
+CHART = {"sprocket_production_actual": [3], "sprocket_production_goal": [4], "time": [1_700_000_000]}
+# Every kind of request, the scope a 403 names, and the scopes besides admin that admit it (reads are private here).
+REQUESTS = [
+    ("GET", "/api/v1/sprockets", None, "read", {"read"}),
+    ("GET", "/api/v1/sprockets/1", None, "read", {"read"}),
+    ("GET", "/api/v1/factories", None, "read", {"read"}),
+    ("GET", "/api/v1/factories/1", None, "read", {"read", "factory:1"}),
+    ("GET", "/api/v1/factories/1/summary", None, "read", {"read", "factory:1"}),
+    ("GET", "/api/v1/factories/2", None, "read", {"read"}),
+    ("POST", "/api/v1/sprockets", SPROCKET, "sprockets", {"sprockets"}),
+    ("PUT", "/api/v1/sprockets/1", SPROCKET, "sprockets", {"sprockets"}),
+    ("PATCH", "/api/v1/sprockets/1", {"teeth": 6}, "sprockets", {"sprockets"}),
+    ("DELETE", "/api/v1/sprockets/1", None, "sprockets", {"sprockets"}),
+    ("POST", "/api/v1/factories", {"name": "new"}, "factories", {"factories"}),
+    ("POST", "/api/v1/factories/1/chart_data", CHART, "factory:1", {"factories", "factory:1"}),
+    ("POST", "/api/v1/factories/2/chart_data", CHART, "factory:2", {"factories"}),
+]
+
+
+@pytest.mark.parametrize("scope", ["admin", "sprockets", "factories", "factory:1", "read"])
+async def test_each_scope_admits_exactly_what_it_names_and_refuses_the_rest_with_403(
+    redis_client: Client, scope: str
+) -> None:
+    scoped_key, scoped_digest = new_key()
+    settings = Settings(api_keys={DIGEST: {"admin"}, scoped_digest: {scope}}, private_reads=True)
+    async with AsyncExitStack() as stack:
+        api = await serve(stack, settings, redis_client)
+        admin = {"Authorization": f"Bearer {KEY}"}
+        for path, body in [("sprockets", SPROCKET), ("factories", {}), ("factories", {})]:
+            assert (await api.post(f"/api/v1/{path}", json=body, headers=admin)).status_code == 201
+        for method, path, body, named, admitting in REQUESTS:
+            before = await keyspace(redis_client)
+            response = await api.request(method, path, json=body, headers={"Authorization": f"Bearer {scoped_key}"})
+            if scope == "admin" or scope in admitting:
+                assert response.status_code in (200, 201, 204), (method, path, response.text)
+                continue
+            assert response.status_code == 403, (method, path)
+            assert response.headers["content-type"] == "application/problem+json"
+            assert f"lacks the scope {named}" in response.json()["detail"]
+            assert await keyspace(redis_client) == before
+
+
+async def test_a_collector_key_for_one_factory_writes_only_that_factory(redis_client: Client) -> None:
+    collector, collector_digest = new_key()
+    settings = Settings(api_keys=f"{DIGEST},{collector_digest}=factory:1")
+    async with AsyncExitStack() as stack:
+        api = await serve(stack, settings, redis_client)
+        for _ in range(2):
+            await api.post("/api/v1/factories", json={}, headers={"Authorization": f"Bearer {KEY}"})
+        as_collector = {"Authorization": f"Bearer {collector}"}
+        own = await api.post("/api/v1/factories/1/chart_data", json=CHART, headers=as_collector)
+        other = await api.post("/api/v1/factories/2/chart_data", json=CHART, headers=as_collector)
+        create = await api.post("/api/v1/factories", json={}, headers=as_collector)
+        sprocket = await api.post("/api/v1/sprockets", json=SPROCKET, headers=as_collector)
+        assert own.json() == {"written": 1}
+        assert (other.status_code, create.status_code, sprocket.status_code) == (403, 403, 403)
+        assert other.json()["detail"] == (
+            "This API key lacks the scope factory:2 (or factories), which POST /api/v1/factories/2/chart_data needs."
+        )
+        assert create.json()["detail"].startswith("This API key lacks the scope factories,")
+        assert sprocket.json()["detail"].startswith("This API key lacks the scope sprockets,")
+        assert 'error="insufficient_scope"' in sprocket.headers["www-authenticate"]
+        assert (await api.get("/api/v1/factories/2")).json()["chart_data"]["time"] == []
+        assert (await api.get("/api/v1/factories/3")).status_code == 404
+        assert (await api.get("/api/v1/sprockets")).json()["sprockets"] == []
+
+
+async def _eventually(request: Callable[[], Awaitable[httpx.Response]], status: int) -> None:
+    """Repeat the request until it answers `status`: patiently, since a busy machine is slow."""
+    deadline = time.monotonic() + PATIENT_S
+    while (response := await request()).status_code != status:
+        assert time.monotonic() < deadline, f"still {response.status_code}, not {status}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_key_added_in_redis_works_and_a_revoked_one_stops_in_every_process(
+    real_redis_pair: tuple[Client, Client],
+) -> None:
+    key, key_digest = new_key()
+    async with AsyncExitStack() as stack:
+        apis = [await serve(stack, Settings(api_keys={DIGEST}), client) for client in real_redis_pair]
+        headers = {"Authorization": f"Bearer {key}"}
+        assert (await apis[0].post("/api/v1/sprockets", json=SPROCKET, headers=headers)).status_code == 401
+        await keyring.add(real_redis_pair[0], key_digest, {"sprockets"})
+        for api in apis:
+            await _eventually(lambda api=api: api.post("/api/v1/sprockets", json=SPROCKET, headers=headers), 201)
+        assert (await apis[1].post("/api/v1/factories", json={}, headers=headers)).status_code == 403
+        await keyring.revoke(real_redis_pair[1], keyring.key_id(key_digest))
+        for api in apis:
+            await _eventually(lambda api=api: api.delete("/api/v1/sprockets/1", headers=headers), 401)
+    assert (await keyring.held(real_redis_pair[0])) == []
+
+
+async def test_the_first_key_added_in_redis_closes_open_writes_for_good_and_its_use_is_noted(
+    redis_client: Client,
+) -> None:
+    key, key_digest = new_key()
+    async with AsyncExitStack() as stack:
+        api = await serve(stack, Settings(), redis_client)
+        assert (await api.post("/api/v1/sprockets", json=SPROCKET)).status_code == 201
+        await keyring.add(redis_client, key_digest, {"admin"})
+        await _eventually(lambda: api.post("/api/v1/sprockets", json=SPROCKET), 401)
+        headers = {"Authorization": f"Bearer {key}"}
+        assert (await api.post("/api/v1/sprockets", json=SPROCKET, headers=headers)).status_code == 201
+        # Revoking the last key does not open writes again.
+        await keyring.revoke(redis_client, key_digest)
+        await _eventually(lambda: api.post("/api/v1/sprockets", json=SPROCKET, headers=headers), 401)
+        assert (await api.post("/api/v1/sprockets", json=SPROCKET)).status_code == 401
+
+
+async def test_when_a_held_key_was_last_used_is_noted(redis_client: Client) -> None:
+    key, key_digest = new_key()
+    await keyring.add(redis_client, key_digest, {"sprockets"})
+    async with AsyncExitStack() as stack:
+        api = await serve(stack, Settings(), redis_client)
+        headers = {"Authorization": f"Bearer {key}"}
+        assert (await api.post("/api/v1/sprockets", json=SPROCKET, headers=headers)).status_code == 201
+    # Each process writes it down every 10 s, and when it stops.
+    assert (await keyring.held(redis_client))[0].last_used_at is not None

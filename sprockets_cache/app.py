@@ -153,6 +153,8 @@ def create_app(
                 time_each_command=False,
             ),
             subscribers or own_subscribers,
+            settings.points_retention_s,
+            settings.downsample_s,
         )
         try:
             await _wait_for_redis(store, settings.redis_startup_wait_s, settings.redis_timeout_s)

@@ -18,6 +18,7 @@ from types import FrameType
 from typing import BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
+import pydantic
 import redis.asyncio as redis
 import uvicorn
 
@@ -40,8 +41,19 @@ DATA_DIR = Path("data")
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(os.environ.get("LOG_LEVEL", "INFO").upper())
     args = _parser().parse_args(argv)
-    code: int = args.command(args)
+    try:
+        code: int = args.command(args)
+    except pydantic.ValidationError as error:  # a setting out of range: one line, no traceback
+        _to_stderr(_settings_error(error))
+        return 2
     return code
+
+
+def _settings_error(error: pydantic.ValidationError) -> str:
+    first = error.errors()[0]
+    name = "".join(str(part).upper() for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    return f"bad setting: {name}: {message}" if name else f"bad settings: {message}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -181,7 +193,11 @@ def _load_seeds(
 async def _load(
     settings: Settings, paths: Sequence[Path], progress: seed.Progress | None, only_if_empty: bool
 ) -> list[str]:
-    store = Store(connect(settings.redis_url, settings.redis_cluster, settings.redis_timeout_s))
+    store = Store(
+        connect(settings.redis_url, settings.redis_cluster, settings.redis_timeout_s),
+        retention_s=settings.points_retention_s,
+        downsample_s=settings.downsample_s,
+    )
     try:
         # Fail fast on an unreachable Redis, before reading big files.
         await store.ping()

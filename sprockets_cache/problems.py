@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sprockets_cache.errors import (
+    BeforeRawWindow,
     IdempotencyInProgress,
     IdempotencyKeyReused,
     NotFound,
@@ -94,6 +95,12 @@ async def _too_many_points(request: Request, exc: Exception) -> Response:
     return problem_response(422, detail, errors=[{"field": "query.from", "message": "narrow the range from/to"}])
 
 
+async def _before_raw_window(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BeforeRawWindow)
+    message = f"must be {exc.raw_from} or later: older points are kept only as sums (POINTS_RETENTION_S={exc.retention_s})"
+    return problem_response(422, f"Every time {message}.", errors=[{"field": "body.time", "message": message}])
+
+
 async def _subscribers_full(request: Request, exc: Exception) -> Response:
     detail = "Every connection for event subscribers is taken; retry later, or poll with If-None-Match."
     return problem_response(503, detail, headers={"Retry-After": str(SUBSCRIBERS_RETRY_AFTER_S)})
@@ -122,6 +129,7 @@ def exception_handlers(unavailable: tuple[type[Exception], ...]) -> dict[Any, An
         IdempotencyInProgress: _in_progress,
         IdempotencyKeyReused: _key_reused,
         TooManyPoints: _too_many_points,
+        BeforeRawWindow: _before_raw_window,
         SubscribersFull: _subscribers_full,
         Exception: _server_error,
     }

@@ -3,7 +3,7 @@
 import re
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     # Browser origins allowed to call the API (CORS); none by default.
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
 
+    # Raw points older than this, counted back from the factory's newest, are trimmed; 0: kept forever.
+    points_retention_s: int = Field(0, ge=0)
+    # Trimmed points are first summed into spans of this many seconds; 0: dropped. At most 2**21 s (24
+    # days), so a span's sums stay exact in Redis's Lua numbers.
+    downsample_s: int = Field(0, ge=0, le=2**21)
+
     _split_keys = field_validator("api_keys", "cors_origins", mode="before")(_comma_separated)
 
     @field_validator("api_keys")
@@ -63,6 +69,16 @@ class Settings(BaseSettings):
             if not _DIGEST.fullmatch(digest):
                 raise ValueError("each entry must be the SHA-256 hex digest of a key (64 lower-case hex digits)")
         return digests
+
+    @model_validator(mode="after")
+    def _retention_fits(self) -> "Settings":
+        if self.downsample_s and not self.points_retention_s:
+            raise ValueError("DOWNSAMPLE_S needs POINTS_RETENTION_S: only points past the retention are downsampled")
+        if self.downsample_s and self.points_retention_s % self.downsample_s:
+            raise ValueError(
+                f"DOWNSAMPLE_S ({self.downsample_s}) must divide POINTS_RETENTION_S ({self.points_retention_s})"
+            )
+        return self
 
     @classmethod
     def from_env(cls) -> "Settings":

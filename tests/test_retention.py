@@ -1,0 +1,193 @@
+"""Retention and downsampling: any sequence of writes ends where a dict model with the same retention
+and spans would, on fakeredis, a redis-server and a cluster."""
+
+import asyncio
+import itertools
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import fakeredis
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sprockets_cache import keys
+from sprockets_cache.connections import Client, connect
+from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.errors import BeforeRawWindow
+from sprockets_cache.models import MAX_COUNT, MAX_TIME
+from sprockets_cache.points import buckets, by_time
+from sprockets_cache.store import Store
+
+Point = tuple[int, int, int]
+# (POINTS_RETENTION_S, DOWNSAMPLE_S): spans of whole hours, of part of an hour, wider than an hour, none.
+SETUPS = [(7200, 3600), (7200, 600), (14400, 7200), (7200, 0)]
+# A dozen hours: batches land inside the raw window, before it and across its edge.
+times = st.integers(0, 12 * 3600)
+points = st.tuples(times, st.integers(0, MAX_COUNT), st.integers(0, MAX_COUNT))
+runs = st.builds(
+    lambda start, length: [(start + i, i, 2 * i) for i in range(length)],
+    times,
+    st.integers(65, 3000),
+)
+batches = st.lists(st.one_of(st.lists(points, min_size=1, max_size=30), runs), min_size=1, max_size=8)
+factory_ids = itertools.count(1)
+
+
+@dataclass
+class Model:
+    """What the store should hold: raw points by time, spans by start, and where the raw window starts."""
+
+    retention_s: int
+    span_s: int
+    raw: dict[int, tuple[int, int]] = field(default_factory=dict)
+    spans: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    raw_from: int = 0
+
+    def write(self, batch: list[Point]) -> bool:
+        """Apply a write; False when the store must refuse it."""
+        if self.raw_from and min(t for t, _, _ in batch) < self.raw_from:
+            return False
+        self.raw.update({t: (a, g) for t, a, g in batch})
+        grain = math.lcm(3600, self.span_s) if self.span_s else 3600
+        raw_from = (max(self.raw) - self.retention_s) // grain * grain
+        if raw_from > self.raw_from:
+            for t in [t for t in self.raw if t < raw_from]:
+                actual, goal = self.raw.pop(t)
+                if self.span_s:
+                    start = t - t % self.span_s
+                    a, g, n = self.spans.get(start, (0, 0, 0))
+                    self.spans[start] = (a + actual, g + goal, n + 1)
+            self.raw_from = raw_from
+        return True
+
+    def read(self, first: int, last: int) -> tuple[int, list[tuple[int, int, int, int]]]:
+        """(resolution_s, [(time, actual, goal, points)...]) as a read of [first, last] answers."""
+        if not (self.span_s and self.raw_from and first < self.raw_from):
+            return 1, [(t, *self.raw[t], 1) for t in sorted(self.raw) if first <= t <= last]
+        width = self.span_s
+        start, end = first - first % width, last - last % width + width - 1
+        sums = {s: self.spans[s] for s in self.spans if start <= s <= end}
+        for t in (t for t in self.raw if start <= t <= end):
+            a, g, n = sums.get(t - t % width, (0, 0, 0))
+            actual, goal = self.raw[t]
+            sums[t - t % width] = (a + actual, g + goal, n + 1)
+        return width, [(s, *sums[s]) for s in sorted(sums)]
+
+
+def packed(batch: list[Point]) -> dict[int, object]:
+    return buckets(by_time([p[0] for p in batch], [p[1] for p in batch], [p[2] for p in batch]))  # type: ignore[return-value]
+
+
+@pytest.fixture(params=["fakeredis", "redis-server", "redis-cluster"])
+def new_client(request: pytest.FixtureRequest) -> Iterator[Callable[[], Client]]:
+    if request.param == "fakeredis":
+        server = fakeredis.FakeServer()
+        yield lambda: fakeredis.FakeAsyncRedis(server=server)
+    elif request.param == "redis-server":
+        redis_server: EmbeddedRedis = request.getfixturevalue("redis_server")
+        yield lambda: connect(redis_server.url, timeout_s=30)
+    else:
+        nodes: list[EmbeddedRedis] = request.getfixturevalue("redis_cluster")
+        yield lambda: connect(nodes[0].url, cluster=True, timeout_s=30)
+
+
+async def _check(store: Store, model: Model, factory_id: int, first: int, last: int) -> None:
+    resolution_s, expected = model.read(first, last)
+    factory = await store.get_factory(factory_id, first, last)
+    got = list(zip(*(map(int, column) for column in (factory.points.time, factory.points.actual, factory.points.goal))))
+    assert factory.resolution_s == resolution_s
+    assert got == [row[:3] for row in expected]
+    summary = await store.summarize_factory(factory_id, first, last)
+    assert (summary.points, summary.actual_total, summary.goal_total) == (
+        sum(row[3] for row in expected),
+        sum(row[1] for row in expected),
+        sum(row[2] for row in expected),
+    )
+    ends = (expected[0][0], expected[-1][0]) if expected else (None, None)
+    if resolution_s == 1 or not expected:
+        assert (summary.first_time, summary.last_time) == ends
+
+
+@pytest.mark.parametrize(("retention_s", "span_s"), SETUPS, ids=[f"{r}s-by-{d}s" for r, d in SETUPS])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(writes=batches, first=times, last=times)
+def test_any_sequence_of_writes_keeps_raw_points_in_the_window_and_exact_sums_before_it(
+    new_client: Callable[[], Client], retention_s: int, span_s: int, writes: list[list[Point]], first: int, last: int
+) -> None:
+    first, last = min(first, last), max(first, last)
+    factory_id = next(factory_ids)
+
+    async def scenario() -> None:
+        client = new_client()
+        store = Store(client, retention_s=retention_s, downsample_s=span_s)
+        await store.create_factory(factory_id, "F", {})
+        model = Model(retention_s, span_s)
+        for batch in writes:
+            before = await _stored(client, factory_id)
+            if model.write(batch):
+                await store.write_points(factory_id, packed(batch))  # type: ignore[arg-type]
+            else:
+                with pytest.raises(BeforeRawWindow) as refused:
+                    await store.write_points(factory_id, packed(batch))  # type: ignore[arg-type]
+                assert refused.value.raw_from == model.raw_from
+                assert await _stored(client, factory_id) == before
+        await _check(store, model, factory_id, 0, MAX_TIME)
+        await _check(store, model, factory_id, first, last)
+        await _check(store, model, factory_id, model.raw_from, MAX_TIME)
+        await client.aclose()
+
+    asyncio.run(scenario())
+
+
+async def _stored(client: Client, factory_id: int) -> dict[str, object]:
+    """The factory's points, spans, sums and raw window: all but its version and events."""
+    numbers = await client.zrange(keys.key_for_factory_buckets(factory_id), 0, -1)
+    return {
+        "buckets": numbers,
+        "points": [await client.zrange(keys.key_for_factory_points(factory_id, int(n)), 0, -1) for n in numbers],
+        "sums": await client.hgetall(keys.key_for_factory_sums(factory_id)),
+        "spans": await client.zrange(keys.key_for_factory_spans(factory_id), 0, -1, withscores=True),
+        "raw_from": await client.hmget(keys.key_for_factory(factory_id), "raw_from", "span_s"),
+    }
+
+
+def test_a_write_that_moves_the_window_trims_once_and_its_rerun_changes_nothing(
+    new_client: Callable[[], Client],
+) -> None:
+    factory_id = next(factory_ids)
+    day = [(t, 2, 3) for t in range(0, 86400, 10)]  # a day of points every 10 s
+    later = [(86400 + 2 * 3600 + 5, 7, 7)]  # moves the window two hours on
+
+    async def scenario() -> None:
+        client = new_client()
+        store = Store(client, retention_s=86400, downsample_s=3600)
+        await store.create_factory(factory_id, "F", packed(day))  # type: ignore[arg-type]
+        assert (await _stored(client, factory_id))["spans"] == []
+        await store.write_points(factory_id, packed(later))  # type: ignore[arg-type]
+        once = await _stored(client, factory_id)
+        assert once["spans"] == [(b"0:720:1080:360", 0.0), (b"3600:720:1080:360", 3600.0)]
+        assert once["raw_from"] == [b"7200", b"3600"]
+        await store.write_points(factory_id, packed(later))  # type: ignore[arg-type]
+        assert await _stored(client, factory_id) == once
+        summary = await store.summarize_factory(factory_id, 0, MAX_TIME)
+        assert (summary.points, summary.actual_total, summary.goal_total) == (8641, 2 * 8640 + 7, 3 * 8640 + 7)
+        await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_retention_off_writes_no_window_and_no_spans(new_client: Callable[[], Client]) -> None:
+    factory_id = next(factory_ids)
+
+    async def scenario() -> None:
+        client = new_client()
+        store = Store(client)
+        await store.create_factory(factory_id, "F", packed([(0, 1, 1), (10 * 86400, 1, 1)]))  # type: ignore[arg-type]
+        stored = await _stored(client, factory_id)
+        assert (stored["spans"], stored["raw_from"]) == ([], [None, None])
+        assert len(stored["buckets"]) == 2  # type: ignore[arg-type]
+        await client.aclose()
+
+    asyncio.run(scenario())

@@ -97,7 +97,9 @@ async def _too_many_points(request: Request, exc: Exception) -> Response:
 
 async def _before_raw_window(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BeforeRawWindow)
-    message = f"must be {exc.raw_from} or later: older points are kept only as sums (POINTS_RETENTION_S={exc.retention_s})"
+    message = (
+        f"must be {exc.raw_from} or later: older points are kept only as sums (POINTS_RETENTION_S={exc.retention_s})"
+    )
     return problem_response(422, f"Every time {message}.", errors=[{"field": "body.time", "message": message}])
 
 

@@ -39,7 +39,7 @@ async def factory(client: Client, factory_id: int, first: int, last: int, most: 
     if reply[3] == b"members":
         return Factory(factory_id, name, version, parse(reply[4], points))
     if reply[3] == b"spans":  # the range reaches into the downsampled past (docs/retention.md)
-        return Factory(factory_id, name, version, parse_spans(reply[5]), int(reply[4]))
+        return Factory(factory_id, name, version, parse_spans(reply[5]), int(reply[4]), int(reply[6]))
     numbers = reply[4:]
     for _ in range(ATTEMPTS):
         # The bucket index and the version read in the same step as the buckets: the points are those of

@@ -23,6 +23,8 @@ class Factory:
     points: Columns
     # 1: the points as written; else they are sums over spans of this many seconds (docs/retention.md).
     resolution_s: int = 1
+    # With spans: where the raw window starts (the spans before it are sums kept of trimmed points).
+    raw_from: int = 0
 
     def as_json(self, bucket_s: int | None = None) -> dict[str, Any]:
         """The API's shape; with `bucket_s`, points summed per that many seconds (spans, if wider)."""

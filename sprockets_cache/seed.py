@@ -38,6 +38,8 @@ Progress = Callable[[str], None]
 CHUNK_POINTS = 50_000
 SPROCKET_BATCH = 1_000
 KEPT_FIELDS = ("id", "created_at", "updated_at")
+# What a saved GET listing says of a factory's points, but a write does not take: points load as given.
+READ_ONLY_FIELDS = ("resolution_s",)
 KINDS = ("factories", "sprockets")
 # created_at and updated_at as the API writes them (RFC 3339, UTC).
 _STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
@@ -182,7 +184,7 @@ def _validate(path: Path, kind: str, items: list[Any]) -> tuple[list[BaseModel],
         if isinstance(body, dict):
             errors.extend(f"{where}{problem}" for problem in _kept_field_problems(body))
             ids.append(body.get("id"))
-            body = {name: value for name, value in body.items() if name not in KEPT_FIELDS}
+            body = {name: value for name, value in body.items() if name not in (*KEPT_FIELDS, *READ_ONLY_FIELDS)}
         try:
             models.append(model.model_validate(body))
         except ValidationError as error:

@@ -15,8 +15,8 @@ if not meta[2] then return false end
 
 -- Retention (docs/retention.md): a range that starts before the factory's raw window is answered
 -- wholly in spans of its width, widened to whole spans: the spans kept (ARGV[7] the spans key), then
--- the raw points in range summed per span. Returns {name, version, spans, 'spans', width, members}, the
--- members "start:actual:goal:points" joined by ":".
+-- the raw points in range summed per span. Returns {name, version, spans, 'spans', width, members,
+-- raw_from}, the members "start:actual:goal:points" joined by ":".
 if meta[4] and tonumber(ARGV[2]) < tonumber(meta[3]) then
   local width, raw_from, hour = tonumber(meta[4]), tonumber(meta[3]), tonumber(ARGV[5])
   local from = tonumber(ARGV[2]) - tonumber(ARGV[2]) % width
@@ -46,7 +46,7 @@ if meta[4] and tonumber(ARGV[2]) < tonumber(meta[3]) then
     out[#out + 1] = string.format('%d:%d:%d:%d', start, sum[1], sum[2], sum[3])
   end
   if #out > tonumber(ARGV[4]) then return {meta[1], meta[2], #out} end
-  return {meta[1], meta[2], #out, 'spans', width, table.concat(out, ':')}
+  return {meta[1], meta[2], #out, 'spans', width, table.concat(out, ':'), meta[3]}
 end
 -- End of retention.
 

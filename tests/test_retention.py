@@ -4,21 +4,27 @@ and spans would, on fakeredis, a redis-server and a cluster."""
 import asyncio
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import fakeredis
+import httpx
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sprockets_cache import keys
+from sprockets_cache import export, keys, seed
 from sprockets_cache.connections import Client, connect
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.errors import BeforeRawWindow
 from sprockets_cache.models import MAX_COUNT, MAX_TIME
 from sprockets_cache.points import buckets, by_time
+from sprockets_cache.settings import Settings
 from sprockets_cache.store import Store
+from tests.conftest import keyspace, serve
+from tests.test_cli import cli
 
 Point = tuple[int, int, int]
 # (POINTS_RETENTION_S, DOWNSAMPLE_S): spans of whole hours, of part of an hour, wider than an hour, none.
@@ -96,7 +102,8 @@ def new_client(request: pytest.FixtureRequest) -> Iterator[Callable[[], Client]]
 async def _check(store: Store, model: Model, factory_id: int, first: int, last: int) -> None:
     resolution_s, expected = model.read(first, last)
     factory = await store.get_factory(factory_id, first, last)
-    got = list(zip(*(map(int, column) for column in (factory.points.time, factory.points.actual, factory.points.goal))))
+    columns = factory.points
+    got = list(zip(map(int, columns.time), map(int, columns.actual), map(int, columns.goal), strict=True))
     assert factory.resolution_s == resolution_s
     assert got == [row[:3] for row in expected]
     summary = await store.summarize_factory(factory_id, first, last)
@@ -191,3 +198,109 @@ def test_retention_off_writes_no_window_and_no_spans(new_client: Callable[[], Cl
         await client.aclose()
 
     asyncio.run(scenario())
+
+
+@pytest.fixture
+async def retained_api(redis_client: Client) -> AsyncIterator[httpx.AsyncClient]:
+    """The API keeping two hours of raw points and hour spans before them."""
+    async for http in serve(Settings(points_retention_s=7200, downsample_s=3600), redis_client):
+        yield http
+
+
+def chart(points: list[Point]) -> dict[str, list[int]]:
+    return {
+        "time": [t for t, _, _ in points],
+        "sprocket_production_actual": [a for _, a, _ in points],
+        "sprocket_production_goal": [g for _, _, g in points],
+    }
+
+
+async def test_responses_say_their_resolution_and_a_range_before_the_window_is_all_spans(
+    retained_api: httpx.AsyncClient,
+) -> None:
+    # Three hours of points a minute and one more: the first hour falls out of the two-hour window.
+    points = [(t, 1, 2) for t in range(0, 3 * 3600, 60)] + [(3 * 3600, 5, 5)]
+    created = await retained_api.post("/api/v1/factories", json={"chart_data": chart(points)})
+    assert (created.status_code, created.json()["resolution_s"]) == (201, 1)
+
+    async def read(query: str) -> tuple[int, dict[str, list[int]]]:
+        body = (await retained_api.get(f"/api/v1/factories/1?{query}")).json()
+        return body["resolution_s"], body["chart_data"]
+
+    hours = {"time": [0, 3600, 7200, 10800], "sprocket_production_actual": [60, 60, 60, 5]}
+    hours["sprocket_production_goal"] = [120, 120, 120, 5]
+    assert await read("") == (3600, hours)
+    assert await read("from=1000&to=4000&bucket=60") == (3600, {key: value[:2] for key, value in hours.items()})
+    assert await read("bucket=7200") == (
+        7200,
+        {"time": [0, 7200], "sprocket_production_actual": [120, 65], "sprocket_production_goal": [240, 125]},
+    )
+    assert await read("from=3600&to=3719") == (1, chart([(3600, 1, 2), (3660, 1, 2)]))
+    assert await read("from=3600&to=7199&bucket=1800") == (1800, chart([(3600, 30, 60), (5400, 30, 60)]))
+    listed = (await retained_api.get("/api/v1/factories")).json()["factories"]
+    assert [f["resolution_s"] for f in listed] == [3600]
+    summary = (await retained_api.get("/api/v1/factories/1/summary")).json()
+    assert (summary["points"], summary["actual_total"], summary["goal_total"]) == (181, 185, 365)
+    assert (summary["first_time"], summary["last_time"]) == (0, 10800)
+
+
+async def test_a_write_before_the_raw_window_is_422_naming_the_retention_and_writes_nothing(
+    retained_api: httpx.AsyncClient, redis_client: Client
+) -> None:
+    await retained_api.post("/api/v1/factories", json={"chart_data": chart([(0, 1, 1), (4 * 3600, 1, 1)])})
+    before = await keyspace(redis_client)
+    late = chart([(3599, 1, 1), (5 * 3600, 1, 1)])
+    refused = await retained_api.post("/api/v1/factories/1/chart_data", json=late)
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "7200 or later" in refused.json()["detail"]
+    assert "POINTS_RETENTION_S=7200" in refused.json()["detail"]
+    assert refused.json()["errors"][0]["field"] == "body.time"
+    assert await keyspace(redis_client) == before
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        ({"DOWNSAMPLE_S": "3600"}, "DOWNSAMPLE_S needs POINTS_RETENTION_S"),
+        ({"DOWNSAMPLE_S": "7000", "POINTS_RETENTION_S": "86400"}, "DOWNSAMPLE_S (7000) must divide"),
+        ({"POINTS_RETENTION_S": "-1"}, "POINTS_RETENTION_S: Input should be greater than or equal to 0"),
+        ({"DOWNSAMPLE_S": str(2**22), "POINTS_RETENTION_S": str(2**23)}, "DOWNSAMPLE_S: Input should be less"),
+    ],
+    ids=["downsampling-without-retention", "not-dividing", "negative", "too-wide"],
+)
+def test_a_bad_retention_setting_stops_start_up_with_one_line(
+    environment: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    started = cli("serve", cwd=tmp_path, REDIS_URL="redis://127.0.0.1:1/0", **environment)
+    assert started.returncode == 2
+    assert started.stdout == ""
+    assert len(started.stderr.splitlines()) == 1
+    assert message in started.stderr
+
+
+def test_good_retention_settings_are_taken() -> None:
+    settings = Settings(points_retention_s=86400, downsample_s=3600)
+    assert (settings.points_retention_s, settings.downsample_s) == (86400, 3600)
+    assert (Settings().points_retention_s, Settings().downsample_s) == (0, 0)
+
+
+async def test_an_export_of_a_downsampled_factory_restores_its_spans_as_points_and_its_raw_points(
+    tmp_path: Path,
+) -> None:
+    store = Store(fakeredis.FakeAsyncRedis(), retention_s=7200, downsample_s=3600)
+    points = [(t, 1, 2) for t in range(0, 3 * 3600, 60)] + [(3 * 3600, 5, 5)]
+    await store.create_factory(await store.new_factory_ids(), "F", packed(points))  # type: ignore[arg-type]
+    backup = tmp_path / "backup.json"
+    with backup.open("wb") as out:
+        assert await export.write(store, out) == "1 factories (122 points) and 0 sprockets"
+    exported = orjson.loads(backup.read_bytes())["factories"][0]["chart_data"]
+    assert exported["time"] == [0, *range(3600, 3 * 3600 + 1, 60)]
+    restored = Store(fakeredis.FakeAsyncRedis(), retention_s=7200, downsample_s=3600)
+    await seed.load(restored, [backup])
+    for first, last in [(0, MAX_TIME), (3600, MAX_TIME), (0, 3599)]:
+        after, before = [await s.summarize_factory(1, first, last) for s in (restored, store)]
+        assert (after.actual_total, after.goal_total) == (before.actual_total, before.goal_total)
+    # The points of a span come back as one: its sums are kept, their number is not.
+    assert (await restored.summarize_factory(1, 0, MAX_TIME)).points == 181 - 60 + 1
+    assert (await restored.get_factory(1, 0, MAX_TIME)).as_json() == (await store.get_factory(1, 0, MAX_TIME)).as_json()

@@ -97,9 +97,8 @@ async def _too_many_points(request: Request, exc: Exception) -> Response:
 
 async def _before_raw_window(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BeforeRawWindow)
-    message = (
-        f"must be {exc.raw_from} or later: older points are kept only as sums (POINTS_RETENTION_S={exc.retention_s})"
-    )
+    setting = f" (POINTS_RETENTION_S={exc.retention_s})" if exc.retention_s else ""
+    message = f"must be {exc.raw_from} or later: older points are trimmed, or kept only as sums{setting}"
     return problem_response(422, f"Every time {message}.", errors=[{"field": "body.time", "message": message}])
 
 

@@ -305,3 +305,22 @@ async def test_an_export_of_a_downsampled_factory_restores_its_spans_as_points_a
     assert (await restored.summarize_factory(1, 0, MAX_TIME)).points == 181 - 60 + 1
     after, before = [orjson.dumps((await s.get_factory(1, 0, MAX_TIME)).as_json()) for s in (restored, store)]
     assert after == before
+
+
+def test_with_retention_turned_off_a_trimmed_past_still_refuses_writes(new_client: Callable[[], Client]) -> None:
+    """Points written behind a factory's spans would be hidden by them: the raw window stays where it was."""
+    factory_id = next(factory_ids)
+
+    async def scenario() -> None:
+        client = new_client()
+        retained = Store(client, retention_s=3600, downsample_s=3600)
+        await retained.create_factory(factory_id, "F", packed([(0, 1, 1), (3 * 3600, 1, 1)]))  # type: ignore[arg-type]
+        with pytest.raises(BeforeRawWindow) as refused:
+            await Store(client).write_points(factory_id, packed([(10, 1, 1)]))  # type: ignore[arg-type]
+        assert (refused.value.raw_from, refused.value.retention_s) == (7200, 0)
+        await Store(client).write_points(factory_id, packed([(7200, 1, 1)]))  # type: ignore[arg-type]
+        summary = await Store(client).summarize_factory(factory_id, 0, MAX_TIME)
+        assert (summary.points, summary.actual_total) == (3, 3)
+        await client.aclose()
+
+    asyncio.run(scenario())

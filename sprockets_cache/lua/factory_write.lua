@@ -22,10 +22,11 @@ local LONG = string.rep('-', 1024)
 
 -- Retention (docs/retention.md): when ARGV goes on past the points, its last four are the prefix of
 -- the bucket keys, the spans key, POINTS_RETENTION_S and DOWNSAMPLE_S. A write with a point before the
--- factory's raw window (meta field raw_from) is refused whole, before anything is written.
+-- factory's raw window (meta field raw_from, once it was trimmed) is refused whole, before anything is
+-- written, with retention on or off: its spans would hide such points.
 local retention_at = 2 * tonumber(ARGV[1]) + 6 + 4 * (#KEYS - 5) + 2 * tonumber(ARGV[2 * tonumber(ARGV[1]) + 4])
 local retained = #ARGV >= retention_at
-if retained and #KEYS > 5 then
+if #KEYS > 5 then
   local raw_from = tonumber(redis.call('HGET', KEYS[1], 'raw_from'))
   if raw_from and tonumber(ARGV[2 * tonumber(ARGV[1]) + 2]) < raw_from then return {'before_raw_from', raw_from} end
 end

@@ -104,9 +104,8 @@ def measure(tmp: Path, points: int, batch: int, in_flight: int, before_root: Pat
 def rows(figures: dict[str, float], points: int, batch: int, in_flight: int) -> list[list[str]]:
     off_points = int(figures["off_points"])
     before = figures.get("before_s")
-    compared = (
-        f"; retention off, {off_points:,} points: {figures['off_s']:,.0f} points/s, "
-        + (f"{before:,.0f} without the retention code (x{figures['off_s'] / before:.2f})" if before else "")
+    compared = f"; retention off, {off_points:,} points: {figures['off_s']:,.0f} points/s, " + (
+        f"{before:,.0f} without the retention code (x{figures['off_s'] / before:.2f})" if before else ""
     )
     return [
         report.figure_row(

@@ -3,8 +3,9 @@ POINTS_RETENTION_S=86400 and DOWNSAMPLE_S=3600 through the API, and the memory i
 one day of raw points plus its spans; and, with retention off, ingestion against the same API without
 the retention code (`--before DIR`, a checkout of the commit before it), to show it costs nothing.
 
-`make bench` (bench/run.py) measures these too and puts their rows into BENCHMARKS.md; `python bench/retention.py` measures only
-these and puts its rows into BENCHMARKS.md's results table in place of the last ones.
+`make bench` (bench/run.py) measures these too and puts their rows into BENCHMARKS.md;
+`python bench/retention.py` measures only these and puts its rows into BENCHMARKS.md's results
+table in place of the last ones.
 """
 
 import argparse

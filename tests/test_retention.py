@@ -324,3 +324,25 @@ def test_with_retention_turned_off_a_trimmed_past_still_refuses_writes(new_clien
         await client.aclose()
 
     asyncio.run(scenario())
+
+
+async def test_concurrent_writes_moving_the_window_count_each_accepted_point_once(real_redis: Client) -> None:
+    """Eight writers race, each with three hours of points starting an hour after the one before: whatever
+    order Redis runs them in, the totals are those of the writes it accepted (one that comes after a later
+    one falls before the window and is refused), every point counted once, in spans or raw."""
+    store = Store(real_redis, retention_s=7200, downsample_s=600)
+    await store.create_factory(1, "F", {})
+    batches = [[(w * 3600 + 8 * i + w, 1, w + 1) for i in range(3 * 450)] for w in range(8)]
+
+    async def write(batch: list[Point]) -> list[Point]:
+        try:
+            await store.write_points(1, packed(batch))  # type: ignore[arg-type]
+        except BeforeRawWindow:
+            return []
+        return batch
+
+    accepted = [p for batch in await asyncio.gather(*map(write, batches)) for p in batch]
+    assert accepted
+    summary = await store.summarize_factory(1, 0, MAX_TIME)
+    expected = (len(accepted), len(accepted), sum(g for _, _, g in accepted))
+    assert (summary.points, summary.actual_total, summary.goal_total) == expected

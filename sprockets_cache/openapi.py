@@ -97,7 +97,10 @@ PARAMETERS = {
     "from": _parameter("from", "query", TypeAdapter(UnixTime).json_schema(), "Points at or after (at most `to`)."),
     "to": _parameter("to", "query", TypeAdapter(UnixTime).json_schema(), "Points at or before this time."),
     "bucket": _parameter(
-        "bucket", "query", {"type": "integer", "minimum": 1, "maximum": MAX_TIME}, "Sum the points per this many s."
+        "bucket",
+        "query",
+        {"type": "integer", "minimum": 1, "maximum": MAX_TIME},
+        "Sum the points per this many s (before the raw window: at least DOWNSAMPLE_S; see resolution_s).",
     ),
     "If-Match": _parameter("If-Match", "header", {"type": "string"}, 'Write only at these ETags (`"3", "4"` or `*`).'),
     "If-None-Match": _parameter("If-None-Match", "header", {"type": "string"}, "304 at these ETags (or `*`)."),

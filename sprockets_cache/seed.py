@@ -16,6 +16,7 @@ again, which converges because every write is an upsert. (A crash between
 reserving the ids and saving the record leaves a gap in the ids, never a duplicate.)
 """
 
+import contextlib
 import hashlib
 import re
 import time
@@ -28,6 +29,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from sprockets_cache.clock import now
+from sprockets_cache.errors import BeforeRawWindow
 from sprockets_cache.models import MAX_ID, FactoryIn, SprocketIn
 from sprockets_cache.points import Buckets, buckets, by_time, count
 from sprockets_cache.store import Store
@@ -287,10 +289,14 @@ async def _write_factories(store: Store, seed: _Seed, ids: Sequence[int], meter:
     for factory_id, factory in zip(ids, seed.factories, strict=True):
         chunks = list(_chunks(factory.buckets)) or [{}]
         # Creating upserts the factory's hash, so a resumed load writes over what it wrote before.
-        await store.create_factory(factory_id, factory.name or f"Factory {factory_id}", chunks[0])
+        # Refused before the raw window (retention): a resumed load, whose first run wrote those points
+        # and trimmed them since (chunks go in time order, so a load never refuses its own).
+        with contextlib.suppress(BeforeRawWindow):
+            await store.create_factory(factory_id, factory.name or f"Factory {factory_id}", chunks[0])
         meter.add(count(chunks[0]))
         for chunk in chunks[1:]:
-            await store.write_points(factory_id, chunk)
+            with contextlib.suppress(BeforeRawWindow):
+                await store.write_points(factory_id, chunk)
             meter.add(count(chunk))
 
 

@@ -7,11 +7,13 @@ import math
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import fakeredis
 import httpx
 import orjson
 import pytest
+import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +27,7 @@ from sprockets_cache.settings import Settings
 from sprockets_cache.store import Store
 from tests.conftest import keyspace, serve
 from tests.test_cli import cli
+from tests.test_seed import factory_file
 
 Point = tuple[int, int, int]
 # (POINTS_RETENTION_S, DOWNSAMPLE_S): spans of whole hours, of part of an hour, wider than an hour, none.
@@ -346,3 +349,30 @@ async def test_concurrent_writes_moving_the_window_count_each_accepted_point_onc
     summary = await store.summarize_factory(1, 0, MAX_TIME)
     expected = (len(accepted), len(accepted), sum(g for _, _, g in accepted))
     assert (summary.points, summary.actual_total, summary.goal_total) == expected
+
+
+async def test_an_interrupted_seed_with_retention_converges_on_rerun(
+    redis_client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rerun writes the file's first chunks again, which the first run wrote and trimmed since."""
+    monkeypatch.setattr(seed, "CHUNK_POINTS", 100)
+    path = factory_file(tmp_path / "big.json", factories=1, points=1000)  # 16 hours, a point a minute
+    store = Store(redis_client, retention_s=7200, downsample_s=3600)
+    write_points = store.write_points
+    calls = 0
+
+    async def dies_on_the_fifth_chunk(factory_id: int, buckets: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            raise redis.ConnectionError("killed")
+        return await write_points(factory_id, buckets)
+
+    monkeypatch.setattr(store, "write_points", dies_on_the_fifth_chunk)
+    with pytest.raises(redis.ConnectionError):
+        await seed.load(store, [path])
+    monkeypatch.setattr(store, "write_points", write_points)
+    assert await seed.load(store, [path]) == [f"{path}: finished an interrupted load of 1 factory (id 1, 1000 points)"]
+    summary = await store.summarize_factory(1, 0, MAX_TIME)
+    assert (summary.points, summary.actual_total, summary.goal_total) == (1000, 1000, sum(range(1000)))
+    assert (await store.get_factory(1, 0, MAX_TIME)).resolution_s == 3600

@@ -287,7 +287,8 @@ def _factory_paths() -> dict[str, Any]:
         f"{item}/events": {
             "get": _operation(
                 "factoryEvents",
-                "Server-Sent Events: a `points` event, data `{version, chart_data}`, for each write from now on",
+                "Server-Sent Events: a `points` event, data `{version, resolution_s, chart_data}`, "
+                "for each write from now on",
                 {"200": {"description": "An endless stream.", "content": {"text/event-stream": {"schema": {}}}}},
                 ("400", "404"),
                 ("factory_id", "Last-Event-ID"),

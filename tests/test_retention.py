@@ -17,7 +17,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sprockets_cache import export, keys, seed
+from sprockets_cache import events, export, keys, seed
 from sprockets_cache.connections import Client, connect
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.errors import BeforeRawWindow
@@ -25,6 +25,7 @@ from sprockets_cache.models import MAX_COUNT, MAX_TIME
 from sprockets_cache.points import buckets, by_time
 from sprockets_cache.settings import Settings
 from sprockets_cache.store import Store
+from sprockets_cache.streams import Event
 from tests.conftest import keyspace, serve
 from tests.test_cli import cli
 from tests.test_seed import factory_file
@@ -376,3 +377,14 @@ async def test_an_interrupted_seed_with_retention_converges_on_rerun(
     summary = await store.summarize_factory(1, 0, MAX_TIME)
     assert (summary.points, summary.actual_total, summary.goal_total) == (1000, 1000, sum(range(1000)))
     assert (await store.get_factory(1, 0, MAX_TIME)).resolution_s == 3600
+
+
+async def test_an_event_of_a_write_that_reached_into_its_own_trimmed_past_says_it_holds_spans() -> None:
+    store = Store(fakeredis.FakeAsyncRedis(), retention_s=7200, downsample_s=3600)
+    version = await store.create_factory(1, "F", packed([(10, 1, 2), (3 * 3600, 3, 4)]))  # type: ignore[arg-type]
+    data = await events._data(store, 1, Event("1-0", version, 10, 3 * 3600, 2), 1000)
+    assert orjson.loads(data) == {
+        "version": version,
+        "resolution_s": 3600,
+        "chart_data": {"sprocket_production_actual": [1, 3], "sprocket_production_goal": [2, 4], "time": [0, 10800]},
+    }

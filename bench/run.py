@@ -26,6 +26,7 @@ import httpx  # noqa: E402
 import redis  # noqa: E402
 import replication  # noqa: E402
 import report  # noqa: E402
+import retention  # noqa: E402
 import scaling  # noqa: E402
 import security  # noqa: E402
 import servers  # noqa: E402
@@ -79,6 +80,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--security-rounds", type=int, default=15, help="rounds of the API keys and audit rows")
     parser.add_argument("--quiet-wait-s", type=float, default=30, help="wait this long at most for idle cores")
     parser.add_argument("--points-a-second", type=int, default=POINTS_A_SECOND, help="points for the 1 s spacing rows")
+    parser.add_argument(
+        "--retention-points", type=int, default=10_000_000, help="points a second into one factory with retention on"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--plot", type=Path, default=BENCH / "results.png")
     return parser.parse_args()
@@ -367,9 +371,12 @@ def main() -> None:
         replicated = replication.measure(tmp)
         _wait_for_quiet(args.quiet_wait_s)
         keys_and_audit = security.measure(tmp, args.security_rounds, args.duration_s)
+        _wait_for_quiet(args.quiet_wait_s)
+        retained = retention.measure(tmp, args.retention_points, args.batch, args.in_flight, None)
 
     rows = [row for comparison in comparisons for row in report.comparison_rows(comparison)]
-    table = report.table(rows + _figure_rows(args, figures, listing, seed_s))
+    rows += _figure_rows(args, figures, listing, seed_s)
+    table = report.table(rows + retention.rows(retained, args.retention_points, args.batch, args.in_flight))
     report.plot(comparisons, args.plot, scaling.ratios(setups))
     run_s = time.perf_counter() - started
     plot_link = f"![API / baseline and scale-out ratios]({os.path.relpath(args.plot, args.output.parent)})"

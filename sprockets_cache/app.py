@@ -176,6 +176,8 @@ def create_app(
             subscribers or own_subscribers,
             settings.redis_wait_replicas,
             settings.wait_ms,
+            settings.points_retention_s,
+            settings.downsample_s,
         )
         try:
             await _wait_for_redis(store, settings.redis_startup_wait_s, settings.redis_timeout_s)

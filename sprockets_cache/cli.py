@@ -178,15 +178,7 @@ def _load_seeds(
 async def _load(
     settings: Settings, paths: Sequence[Path], progress: seed.Progress | None, only_if_empty: bool
 ) -> list[str]:
-    store = Store(
-        connect(
-            settings.redis_url,
-            settings.redis_cluster,
-            settings.redis_timeout_s,
-            sentinels=settings.redis_sentinels,
-            master=settings.redis_sentinel_master,
-        )
-    )
+    store = _store(settings)
     try:
         # Fail fast on an unreachable Redis, before reading big files.
         await store.ping()
@@ -201,6 +193,18 @@ async def _load(
         await store.close()
 
 
+def _store(settings: Settings) -> Store:
+    """A store on the Redis the settings name (one, a cluster, or the master the Sentinels name)."""
+    client = connect(
+        settings.redis_url,
+        settings.redis_cluster,
+        settings.redis_timeout_s,
+        sentinels=settings.redis_sentinels,
+        master=settings.redis_sentinel_master,
+    )
+    return Store(client, retention_s=settings.points_retention_s, downsample_s=settings.downsample_s)
+
+
 def _migrate(args: argparse.Namespace) -> int:
     return _migrate_store(Settings.from_env(), _to_stderr, _to_stdout)
 
@@ -209,7 +213,7 @@ def _migrate_store(settings: Settings, progress: seed.Progress, report: seed.Pro
     """Convert the store to this version's format; the exit code: 2 for a newer format, 1 when Redis fails."""
 
     async def convert() -> str:
-        store = Store(connect(settings.redis_url, settings.redis_cluster, settings.redis_timeout_s))
+        store = _store(settings)
         try:
             return await migration.migrate(store, progress)
         finally:
@@ -229,7 +233,7 @@ def _export(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
 
     async def write(out: BinaryIO) -> str:
-        store = Store(connect(settings.redis_url, settings.redis_cluster, settings.redis_timeout_s))
+        store = _store(settings)
         try:
             await migration.check(store)
             return await export.write(store, out)

@@ -21,6 +21,14 @@ class SubscribersFull(Exception):
     """Every connection for event subscribers is taken."""
 
 
+class BeforeRawWindow(Exception):
+    """A write holds a point older than the factory's raw window: that past is kept as sums only."""
+
+    def __init__(self, raw_from: int, retention_s: int) -> None:
+        super().__init__(raw_from, retention_s)
+        self.raw_from, self.retention_s = raw_from, retention_s
+
+
 class TooManyPoints(Exception):
     """A read would return more points than a response may hold."""
 

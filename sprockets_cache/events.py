@@ -93,10 +93,11 @@ async def _stream(
 
 
 async def _data(store: Store, factory_id: int, event: Event, most: int) -> str:
-    """The points now stored in the span of the write; chart_data null when there are too many to send."""
+    """The points now stored in the span of the write, at their resolution (spans when the write reached
+    into the downsampled past, docs/retention.md); chart_data null when there are too many to send."""
     try:
-        factory = await store.get_factory(factory_id, event.first, event.last, most)
-        chart_data = factory.as_json()["chart_data"]
+        body = (await store.get_factory(factory_id, event.first, event.last, most)).as_json()
+        resolution_s, chart_data = body["resolution_s"], body["chart_data"]
     except TooManyPoints:
-        chart_data = None
-    return orjson.dumps({"version": event.version, "chart_data": chart_data}).decode()
+        resolution_s, chart_data = 1, None
+    return orjson.dumps({"version": event.version, "resolution_s": resolution_s, "chart_data": chart_data}).decode()

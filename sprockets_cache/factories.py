@@ -68,7 +68,7 @@ async def create_factory(request: Request) -> Response:
         name = factory.name or f"Factory {factory_id}"
         version = await store(request).create_factory(factory_id, name, buckets(points), wait)
         request.state.metrics.points_written.inc(len(points.time))
-        body = {"id": factory_id, "name": name, "chart_data": points.as_chart_data()}
+        body = {"id": factory_id, "name": name, "resolution_s": 1, "chart_data": points.as_chart_data()}
         return versioned_response(request, body, version, status=201, location=f"/api/v1/factories/{factory_id}")
 
     return await idempotent(request, "factories", body, create)

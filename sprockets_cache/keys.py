@@ -60,6 +60,12 @@ def key_for_factory_sums(factory_id: int) -> str:
     return f"{PREFIX}{{factory:{factory_id}}}:sums"
 
 
+def key_for_factory_spans(factory_id: int) -> str:
+    """A sorted set of the factory's downsampled past: score = span start, member =
+    "start:actual total:goal total:points" (see docs/retention.md)."""
+    return f"{PREFIX}{{factory:{factory_id}}}:spans"
+
+
 def key_for_factory_scratch(factory_id: int) -> str:
     """A sorted set that a write script fills and deletes within one step: never there between steps."""
     return f"{PREFIX}{{factory:{factory_id}}}:scratch"

@@ -122,6 +122,10 @@ class Chart(BaseModel):
 class Factory(BaseModel):
     id: Id
     name: str
+    resolution_s: Annotated[int, Field(ge=1)] = Field(
+        description="1: chart_data holds the points as written; else sums over spans of this many seconds "
+        "(`bucket`, or the downsampled past: see docs/retention.md)"
+    )
     chart_data: Chart
 
 

@@ -99,7 +99,10 @@ PARAMETERS = {
     "from": _parameter("from", "query", TypeAdapter(UnixTime).json_schema(), "Points at or after (at most `to`)."),
     "to": _parameter("to", "query", TypeAdapter(UnixTime).json_schema(), "Points at or before this time."),
     "bucket": _parameter(
-        "bucket", "query", {"type": "integer", "minimum": 1, "maximum": MAX_TIME}, "Sum the points per this many s."
+        "bucket",
+        "query",
+        {"type": "integer", "minimum": 1, "maximum": MAX_TIME},
+        "Sum the points per this many s (before the raw window: at least DOWNSAMPLE_S; see resolution_s).",
     ),
     "If-Match": _parameter(
         "If-Match",
@@ -318,7 +321,8 @@ def _factory_paths() -> dict[str, Any]:
         f"{item}/events": {
             "get": _operation(
                 "factoryEvents",
-                "Server-Sent Events: a `points` event, data `{version, chart_data}`, for each write from now on",
+                "Server-Sent Events: a `points` event, data `{version, resolution_s, chart_data}`, "
+                "for each write from now on",
                 {"200": {"description": "An endless stream.", "content": {"text/event-stream": {"schema": {}}}}},
                 ("400", "404"),
                 ("factory_id", "Last-Event-ID"),

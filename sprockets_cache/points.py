@@ -101,6 +101,12 @@ def span(buckets: Mapping[int, Bucket]) -> tuple[int, int]:
     return int(buckets[min(buckets)].pairs[-2]), int(buckets[max(buckets)].pairs[0])
 
 
+def parse_spans(members: bytes) -> Columns:
+    """Columns from spans' members joined by ":" ("start:actual:goal:points:..."), points left out."""
+    numbers = orjson.loads(b"[" + members.replace(b":", b",") + b"]") if members else []
+    return Columns(numbers[0::4], numbers[1::4], numbers[2::4])
+
+
 def parse(members: bytes, points: int) -> Columns:
     """Columns from `points` members joined by ":" ("time:actual:goal:time:actual:goal...")."""
     if points < NUMPY_FROM:

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sprockets_cache.errors import (
+    BeforeRawWindow,
     IdempotencyInProgress,
     IdempotencyKeyReused,
     NotFound,
@@ -96,6 +97,13 @@ async def _too_many_points(request: Request, exc: Exception) -> Response:
     return problem_response(422, detail, errors=[{"field": "query.from", "message": "narrow the range from/to"}])
 
 
+async def _before_raw_window(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BeforeRawWindow)
+    setting = f" (POINTS_RETENTION_S={exc.retention_s})" if exc.retention_s else ""
+    message = f"must be {exc.raw_from} or later: older points are trimmed, or kept only as sums{setting}"
+    return problem_response(422, f"Every time {message}.", errors=[{"field": "body.time", "message": message}])
+
+
 async def _subscribers_full(request: Request, exc: Exception) -> Response:
     detail = "Every connection for event subscribers is taken; retry later, or poll with If-None-Match."
     return problem_response(503, detail, headers={"Retry-After": str(SUBSCRIBERS_RETRY_AFTER_S)})
@@ -152,6 +160,7 @@ def exception_handlers(unavailable: tuple[type[Exception], ...]) -> dict[Any, An
         IdempotencyInProgress: _in_progress,
         IdempotencyKeyReused: _key_reused,
         TooManyPoints: _too_many_points,
+        BeforeRawWindow: _before_raw_window,
         SubscribersFull: _subscribers_full,
         WriteRefused: _write_refused,
         NotReplicated: _not_replicated,

@@ -7,7 +7,7 @@ from sprockets_cache import keys
 from sprockets_cache.connections import Client, transaction
 from sprockets_cache.errors import TooManyPoints
 from sprockets_cache.keys import BUCKET_WIDTH_S
-from sprockets_cache.points import parse
+from sprockets_cache.points import parse, parse_spans
 from sprockets_cache.records import Factory
 
 # Past this many points factory_read.lua leaves the reading to factory(): measured, the two cost
@@ -22,7 +22,12 @@ def script_args(factory_id: int, first: int, last: int, most: int) -> tuple[list
     """KEYS and ARGV of factory_read.lua."""
     return (
         [keys.key_for_factory(factory_id), keys.key_for_factory_buckets(factory_id)],
-        [keys.factory_points_prefix(factory_id), first, last, most, BUCKET_WIDTH_S, SCRIPT_READS_AT_MOST],
+        [
+            keys.factory_points_prefix(factory_id),
+            *(first, last, most, BUCKET_WIDTH_S, SCRIPT_READS_AT_MOST),
+            keys.key_for_factory_spans(factory_id),
+            keys.key_for_factory_sums(factory_id),
+        ],
     )
 
 
@@ -33,6 +38,8 @@ async def factory(client: Client, factory_id: int, first: int, last: int, most: 
         raise TooManyPoints(points, most)
     if reply[3] == b"members":
         return Factory(factory_id, name, version, parse(reply[4], points))
+    if reply[3] == b"spans":  # the range reaches into the downsampled past (docs/retention.md)
+        return Factory(factory_id, name, version, parse_spans(reply[5]), int(reply[4]), int(reply[6]))
     numbers = reply[4:]
     for _ in range(ATTEMPTS):
         # The bucket index and the version read in the same step as the buckets: the points are those of

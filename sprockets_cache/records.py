@@ -21,11 +21,17 @@ class Factory:
     name: str
     version: int
     points: Columns
+    # 1: the points as written; else they are sums over spans of this many seconds (docs/retention.md).
+    resolution_s: int = 1
+    # With spans: where the raw window starts (the spans before it are sums kept of trimmed points).
+    raw_from: int = 0
 
     def as_json(self, bucket_s: int | None = None) -> dict[str, Any]:
-        """The API's shape; with `bucket_s`, points summed per that many seconds."""
-        points = self.points.bucketed(bucket_s) if bucket_s else self.points
-        return {"id": self.id, "name": self.name, "chart_data": points.as_chart_data()}
+        """The API's shape; with `bucket_s`, points summed per that many seconds (spans, if wider)."""
+        coarser = bucket_s is not None and bucket_s > self.resolution_s
+        points = self.points.bucketed(bucket_s) if coarser and bucket_s else self.points
+        resolution_s = bucket_s if coarser and bucket_s else self.resolution_s
+        return {"id": self.id, "name": self.name, "resolution_s": resolution_s, "chart_data": points.as_chart_data()}
 
 
 @dataclass(frozen=True, slots=True)

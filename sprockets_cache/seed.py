@@ -16,6 +16,7 @@ again, which converges because every write is an upsert. (A crash between
 reserving the ids and saving the record leaves a gap in the ids, never a duplicate.)
 """
 
+import contextlib
 import hashlib
 import re
 import time
@@ -28,6 +29,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from sprockets_cache.clock import now
+from sprockets_cache.errors import BeforeRawWindow
 from sprockets_cache.models import MAX_ID, FactoryIn, SprocketIn, validated
 from sprockets_cache.points import Buckets, buckets, by_time, count
 from sprockets_cache.store import Store
@@ -38,6 +40,8 @@ Progress = Callable[[str], None]
 CHUNK_POINTS = 50_000
 SPROCKET_BATCH = 1_000
 KEPT_FIELDS = ("id", "created_at", "updated_at")
+# What a saved GET listing says of a factory's points, but a write does not take: points load as given.
+READ_ONLY_FIELDS = ("resolution_s",)
 KINDS = ("factories", "sprockets")
 # created_at and updated_at as the API writes them (RFC 3339, UTC).
 _STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
@@ -182,7 +186,7 @@ def _validate(path: Path, kind: str, items: list[Any]) -> tuple[list[BaseModel],
         if isinstance(body, dict):
             errors.extend(f"{where}{problem}" for problem in _kept_field_problems(body))
             ids.append(body.get("id"))
-            body = {name: value for name, value in body.items() if name not in KEPT_FIELDS}
+            body = {name: value for name, value in body.items() if name not in (*KEPT_FIELDS, *READ_ONLY_FIELDS)}
         try:
             models.append(validated(model, body))
         except ValidationError as error:
@@ -285,10 +289,14 @@ async def _write_factories(store: Store, seed: _Seed, ids: Sequence[int], meter:
     for factory_id, factory in zip(ids, seed.factories, strict=True):
         chunks = list(_chunks(factory.buckets)) or [{}]
         # Creating upserts the factory's hash, so a resumed load writes over what it wrote before.
-        await store.create_factory(factory_id, factory.name or f"Factory {factory_id}", chunks[0])
+        # Refused before the raw window (retention): a resumed load, whose first run wrote those points
+        # and trimmed them since (chunks go in time order, so a load never refuses its own).
+        with contextlib.suppress(BeforeRawWindow):
+            await store.create_factory(factory_id, factory.name or f"Factory {factory_id}", chunks[0])
         meter.add(count(chunks[0]))
         for chunk in chunks[1:]:
-            await store.write_points(factory_id, chunk)
+            with contextlib.suppress(BeforeRawWindow):
+                await store.write_points(factory_id, chunk)
             meter.add(count(chunk))
 
 

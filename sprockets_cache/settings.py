@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     # Browser origins allowed to call the API (CORS); none by default.
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
 
+    # Raw points older than this, counted back from the factory's newest, are trimmed; 0: kept forever.
+    points_retention_s: int = Field(0, ge=0)
+    # Trimmed points are first summed into spans of this many seconds; 0: dropped. At most 2**21 s (24
+    # days), so a span's sums stay exact in Redis's Lua numbers.
+    downsample_s: int = Field(0, ge=0, le=2**21)
+
     _split_lists = field_validator("cors_origins", "redis_sentinels", mode="before")(_comma_separated)
 
     @field_validator("redis_sentinels")
@@ -105,6 +111,16 @@ class Settings(BaseSettings):
         if not isinstance(entries, list | tuple | set | frozenset):
             return value
         return access.parse_entries(str(entry) for entry in entries)
+
+    @model_validator(mode="after")
+    def _retention_fits(self) -> "Settings":
+        if self.downsample_s and not self.points_retention_s:
+            raise ValueError("DOWNSAMPLE_S needs POINTS_RETENTION_S: only points past the retention are downsampled")
+        if self.downsample_s and self.points_retention_s % self.downsample_s:
+            raise ValueError(
+                f"DOWNSAMPLE_S ({self.downsample_s}) must divide POINTS_RETENTION_S ({self.points_retention_s})"
+            )
+        return self
 
     @classmethod
     def from_env(cls) -> "Settings":

@@ -17,7 +17,7 @@ from redis.asyncio.cluster import RedisCluster
 from sprockets_cache import keys, ranges, streams
 from sprockets_cache.clock import now
 from sprockets_cache.connections import Client, execute, execute_and_wait
-from sprockets_cache.errors import NotFound, TooManyPoints, VersionMismatch
+from sprockets_cache.errors import BeforeRawWindow, NotFound, TooManyPoints, VersionMismatch
 from sprockets_cache.points import Buckets, count, span
 from sprockets_cache.records import Factory, Sprocket, Summary
 from sprockets_cache.scripts import Script
@@ -60,11 +60,19 @@ def _sprocket_json(sprocket_id: int, fields: Mapping[str, Any]) -> bytes:
 
 class Store:
     def __init__(
-        self, client: Client, subscribers: Client | None = None, wait_replicas: int = 0, wait_ms: int = 0
+        self,
+        client: Client,
+        subscribers: Client | None = None,
+        wait_replicas: int = 0,
+        wait_ms: int = 0,
+        retention_s: int = 0,
+        downsample_s: int = 0,
     ) -> None:
         """Each write waits until `wait_replicas` replicas confirm it, for at most `wait_ms`: see Script."""
         # Any: redis-py's annotations do not tell its sync and async replies apart.
         self.redis: Any = client
+        # POINTS_RETENTION_S and DOWNSAMPLE_S (docs/retention.md); 0: off.
+        self.retention_s, self.downsample_s = retention_s, downsample_s
         # The client event subscribers read with (connect_subscribers); `client` when none is given.
         self.subscribers: Any = subscribers or client
         self.wait_replicas, self.wait_ms = wait_replicas, wait_ms
@@ -211,12 +219,22 @@ class Store:
                     for item in (n, len(buckets[n].pairs) // 2, buckets[n].actual, buckets[n].goal)
                 ),
                 *(item for n in numbers for item in buckets[n].pairs),
+                *self._retention_args(factory_id),
             ],
             wait=wait,
         )
         if reply is None:
             raise NotFound(factory_id)
+        if isinstance(reply, list):  # [b"before_raw_from", the oldest time it may write]
+            raise BeforeRawWindow(int(reply[1]), self.retention_s)
         return int(reply)
+
+    def _retention_args(self, factory_id: int) -> tuple[Any, ...]:
+        """The last ARGV of factory_write.lua when retention is on; none (and no cost) when it is off."""
+        if not self.retention_s:
+            return ()
+        spans = keys.key_for_factory_spans(factory_id)
+        return (keys.factory_points_prefix(factory_id), spans, self.retention_s, self.downsample_s)
 
     async def get_factory(self, factory_id: int, first: int, last: int, most: int = UNLIMITED) -> Factory:
         """The factory with its points in [first, last]; TooManyPoints when there are more than `most`."""
@@ -232,6 +250,7 @@ class Store:
                 keys.key_for_factory(factory_id),
                 keys.key_for_factory_buckets(factory_id),
                 keys.key_for_factory_sums(factory_id),
+                keys.key_for_factory_spans(factory_id),
             ],
             args=[keys.factory_points_prefix(factory_id), first, last, keys.BUCKET_WIDTH_S],
         )

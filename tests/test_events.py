@@ -178,7 +178,8 @@ async def test_a_write_after_subscribing_arrives_as_an_event_with_its_points(
             event = await stream.next()
         assert event["event"] == "points"
         assert event["id"].count("-") == 1
-        assert orjson.loads(event["data"]) == {"version": int(response.headers["etag"].strip('"')), "chart_data": CHART}
+        version = int(response.headers["etag"].strip('"'))
+        assert orjson.loads(event["data"]) == {"version": version, "resolution_s": 1, "chart_data": CHART}
 
 
 async def test_without_last_event_id_only_writes_from_now_on_are_sent(backends: BackendFactory) -> None:

@@ -33,14 +33,14 @@ async def test_create_with_seed_chart_data_reads_back_equal(api: httpx.AsyncClie
     assert response.status_code == 201
     assert response.headers["location"] == f"{URL}/1"
     created = response.json()
-    assert created == {"id": 1, "name": "Line A", "chart_data": SEED_CHART}
+    assert created == {"id": 1, "name": "Line A", "resolution_s": 1, "chart_data": SEED_CHART}
     assert (await api.get(f"{URL}/1")).json() == created
 
 
 async def test_create_with_no_body_fields_names_the_factory_by_id(api: httpx.AsyncClient) -> None:
     await create(api)
     second = await create(api)
-    assert second == {"id": 2, "name": "Factory 2", "chart_data": chart()}
+    assert second == {"id": 2, "name": "Factory 2", "resolution_s": 1, "chart_data": chart()}
 
 
 async def test_points_written_out_of_order_read_back_ordered_by_time(api: httpx.AsyncClient) -> None:
@@ -191,7 +191,9 @@ async def test_bad_chart_data_is_422_naming_the_field_and_writes_nothing(
     assert written.status_code == created.status_code == 422
     assert field in [error["field"] for error in written.json()["errors"]]
     assert f"chart_data.{field}" in [error["field"] for error in created.json()["errors"]]
-    assert (await api.get(URL)).json()["factories"] == [{"id": 1, "name": "Factory 1", "chart_data": chart((5, 5, 5))}]
+    assert (await api.get(URL)).json()["factories"] == [
+        {"id": 1, "name": "Factory 1", "resolution_s": 1, "chart_data": chart((5, 5, 5))}
+    ]
 
 
 async def test_numbers_with_a_zero_fraction_are_the_integers_they_equal(api: httpx.AsyncClient) -> None:

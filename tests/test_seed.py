@@ -70,7 +70,7 @@ async def test_published_seeds_give_factories_and_sprockets_1_to_3_with_the_file
     ]
     expected = json.loads(FACTORY_SEED.read_text())["factories"]
     assert await factories_json(store) == [
-        {"id": i, "name": f"Factory {i}", "chart_data": item["factory"]["chart_data"]}
+        {"id": i, "name": f"Factory {i}", "resolution_s": 1, "chart_data": item["factory"]["chart_data"]}
         for i, item in enumerate(expected, start=1)
     ]
     sprockets = await sprockets_json(store)
@@ -160,9 +160,9 @@ async def test_an_interrupted_factory_load_converges_on_rerun_into_the_same_ids(
 
     assert lines == [f"{path}: finished an interrupted load of 2 factories (ids 1-2, 2000 points)"]
     assert await factories_json(store) == [
-        {"id": 1, "name": "Factory 1", "chart_data": chart([(60 * i, 1, i) for i in range(1000)])},
-        {"id": 2, "name": "Factory 2", "chart_data": chart([(60 * i, 2, i) for i in range(1000)])},
-        {"id": 3, "name": "Meanwhile", "chart_data": chart([])},
+        {"id": 1, "name": "Factory 1", "resolution_s": 1, "chart_data": chart([(60 * i, 1, i) for i in range(1000)])},
+        {"id": 2, "name": "Factory 2", "resolution_s": 1, "chart_data": chart([(60 * i, 2, i) for i in range(1000)])},
+        {"id": 3, "name": "Meanwhile", "resolution_s": 1, "chart_data": chart([])},
     ]
     assert await redis_client.get(keys.FACTORY_NEXT_ID) == b"3"
     assert [r["state"] for r in (await seed_records(redis_client)).values()] == ["done"]

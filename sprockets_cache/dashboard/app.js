@@ -301,15 +301,17 @@
     card.chartUrl = url;
     card.chartEtag = result.etag;
     const chart = result.body.chart_data;
-    const data = withGaps(chart, bucket);
+    // The API answers the downsampled past at its span width when that is wider than the bucket asked.
+    const resolution = result.body.resolution_s || bucket;
+    const data = withGaps(chart, resolution);
     if (card.plot) card.plot.setData(data);
     else card.plot = makePlot(card, data);
-    card.plot.root.dataset.bucket = String(bucket);
+    card.plot.root.dataset.bucket = String(resolution);
     card.plot.root.dataset.points = String(chart.time.length);
     showTotals(card, chart);
     const note = $(".note", card.node);
     note.textContent = chart.time.length
-      ? `Sprockets summed per ${bucketName(bucket)} bucket; attainment is actual ÷ goal over the window.`
+      ? `Sprockets summed per ${bucketName(resolution)} bucket; attainment is actual ÷ goal over the window.`
       : "No points in this window.";
   }
 

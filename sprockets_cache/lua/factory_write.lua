@@ -8,7 +8,8 @@
 -- number of events the stream keeps; then for each bucket key its number, how many points it gets and
 -- their actual and goal totals; then the points, bucket after bucket, as time, member pairs, newest
 -- first, with no time repeated.
--- Returns the factory's new version, or false when it does not exist.
+-- Returns the factory's new version, or false when it does not exist, or {'before_raw_from', the
+-- factory's oldest writable time} (retention, below).
 
 -- A ZADD into a compact (listpack) sorted set walks it for each member, to look for the member and
 -- then from the start to the member's place (so newest first costs less): 0.17 s for 3,600 points in
@@ -19,6 +20,18 @@ local DIRECT_AT_MOST = 64
 local ARGS_AT_MOST = 7000
 -- A member longer than zset-max-listpack-value makes a sorted set a skiplist from its first ZADD.
 local LONG = string.rep('-', 1024)
+
+-- Retention (docs/retention.md): when ARGV goes on past the points, its last four are the prefix of
+-- the bucket keys, the spans key, POINTS_RETENTION_S and DOWNSAMPLE_S. A write with a point before the
+-- factory's raw window (meta field raw_from, once it was trimmed) is refused whole, before anything is
+-- written, with retention on or off: its spans would hide such points.
+local retention_at = 2 * tonumber(ARGV[1]) + 6 + 4 * (#KEYS - 5) + 2 * tonumber(ARGV[2 * tonumber(ARGV[1]) + 4])
+local retained = #ARGV >= retention_at
+if #KEYS > 5 then
+  local raw_from = tonumber(redis.call('HGET', KEYS[1], 'raw_from'))
+  if raw_from and tonumber(ARGV[2 * tonumber(ARGV[1]) + 2]) < raw_from then return {'before_raw_from', raw_from} end
+end
+-- End of retention.
 
 local pairs_count = tonumber(ARGV[1])
 if pairs_count > 0 then
@@ -100,6 +113,57 @@ for k = 1, buckets do
   end
   redis.call('HSET', KEYS[5], bucket, string.format('%d:%d:%d', redis.call('ZCARD', key), actual, goal))
 end
+-- Retention: the buckets wholly before the new raw window (newest point - POINTS_RETENTION_S, down to
+-- a whole span and hour) are added into their spans, when downsampling, and deleted. The window only
+-- moves forward, so each bucket is trimmed once.
+local function gcd(a, b) if b == 0 then return a end return gcd(b, a % b) end
+local function trim(prefix, spans_key, retention, width)
+  width = tonumber(redis.call('HGET', KEYS[1], 'span_s')) or width  -- a factory keeps its first width
+  local grain = width > 0 and width / gcd(width, 3600) * 3600 or 3600
+  local newest_bucket = redis.call('ZRANGE', KEYS[2], -1, -1)[1]
+  local newest = tonumber(redis.call('ZRANGE', prefix .. newest_bucket, -1, -1, 'WITHSCORES')[2])
+  local raw_from = math.floor((newest - retention) / grain) * grain
+  if raw_from <= (tonumber(redis.call('HGET', KEYS[1], 'raw_from')) or 0) then return end
+  local first_kept = string.format('%d', raw_from / 3600)
+  local sums, starts = {}, {}  -- by span start: {actual, goal, points}
+  local function add(time, actual, goal, points)
+    local start = time - time % width
+    local sum = sums[start]
+    if not sum then sum = {0, 0, 0} sums[start] = sum starts[#starts + 1] = start end
+    sum[1], sum[2], sum[3] = sum[1] + actual, sum[2] + goal, sum[3] + points
+  end
+  for _, bucket in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. first_kept)) do
+    if width > 0 and width % 3600 == 0 then
+      local points, actual, goal = string.match(redis.call('HGET', KEYS[5], bucket), '^(%d+):(%d+):(%d+)$')
+      add(tonumber(bucket) * 3600, tonumber(actual), tonumber(goal), tonumber(points))
+    elseif width > 0 then
+      for _, member in ipairs(redis.call('ZRANGE', prefix .. bucket, 0, -1)) do
+        local time, actual, goal = string.match(member, '^(%d+):(%d+):(%d+)$')
+        add(tonumber(time), tonumber(actual), tonumber(goal), 1)
+      end
+    end
+    redis.call('DEL', prefix .. bucket)
+    redis.call('HDEL', KEYS[5], bucket)
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. first_kept)
+  for _, start in ipairs(starts) do
+    local sum = sums[start]
+    local old = redis.call('ZRANGEBYSCORE', spans_key, start, start)
+    if #old > 0 then
+      local actual, goal, points = string.match(old[1], '^%d+:(%d+):(%d+):(%d+)$')
+      sum[1], sum[2], sum[3] = sum[1] + tonumber(actual), sum[2] + tonumber(goal), sum[3] + tonumber(points)
+      redis.call('ZREM', spans_key, old[1])
+    end
+    redis.call('ZADD', spans_key, start, string.format('%d:%d:%d:%d', start, sum[1], sum[2], sum[3]))
+  end
+  redis.call('HSET', KEYS[1], 'raw_from', string.format('%d', raw_from))
+  if width > 0 then redis.call('HSET', KEYS[1], 'span_s', width) end
+end
+if retained and buckets > 0 then
+  trim(ARGV[retention_at], ARGV[retention_at + 1], tonumber(ARGV[retention_at + 2]), tonumber(ARGV[retention_at + 3]))
+end
+-- End of retention.
+
 if buckets == 0 and pairs_count == 0 then
   return tonumber(redis.call('HGET', KEYS[1], 'version'))  -- nothing written: the ETag stays
 end

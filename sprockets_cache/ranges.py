@@ -3,6 +3,8 @@ leaves more to a transaction of plain ZRANGEs, which cost Redis a fifth as much 
 
 from typing import Any
 
+import redis.exceptions
+
 from sprockets_cache import keys
 from sprockets_cache.connections import Client, transaction
 from sprockets_cache.errors import TooManyPoints
@@ -63,7 +65,8 @@ async def factory(client: Client, factory_id: int, first: int, last: int, most: 
                 raise TooManyPoints(len(members), most)
             return Factory(factory_id, name, int(version), parse(b":".join(members), len(members)))
         numbers = index
-    raise TimeoutError(f"factory {factory_id} kept gaining buckets while it was read")
+    # As Redis too slow for the request: 503, try again.
+    raise redis.exceptions.TimeoutError(f"factory {factory_id} kept gaining buckets while it was read")
 
 
 def _read(factory_id: int, number: int, first: int, last: int) -> tuple[Any, ...]:

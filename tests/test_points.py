@@ -7,6 +7,7 @@ from typing import Any
 import fakeredis
 import orjson
 import pytest
+import redis.exceptions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -191,3 +192,25 @@ async def test_a_transaction_read_takes_in_buckets_written_since_the_script_list
 
     assert calls == 2
     assert (factory.version, list(factory.points.time), list(factory.points.actual)) == (2, [60, 3660, 7260], [1, 3, 2])
+
+
+async def test_a_read_that_keeps_finding_new_buckets_gives_up_as_redis_too_slow(
+    redis_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client sees 503 and tries again, as when Redis is too slow, never a 500."""
+    monkeypatch.setattr(ranges, "SCRIPT_READS_AT_MOST", 1)
+    store = Store(redis_client)
+    await store.create_factory(1, "F", packed([(60, 1, 1), (7260, 2, 2)]))
+    transaction = ranges.transaction
+    hour = 10
+
+    async def after_a_write_each_time(*args: Any) -> Any:
+        nonlocal hour
+        hour += 1
+        await store.write_points(1, packed([(3600 * hour, 3, 3)]))
+        return await transaction(*args)
+
+    monkeypatch.setattr(ranges, "transaction", after_a_write_each_time)
+    with pytest.raises(redis.exceptions.TimeoutError, match="kept gaining buckets"):
+        await store.get_factory(1, 0, MAX_TIME)
+    assert hour == 10 + ranges.ATTEMPTS

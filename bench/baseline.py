@@ -75,7 +75,7 @@ async def get_factory(request: Request) -> Response:
         actual.append(int(a))
         goal.append(int(g))
     chart_data = {"sprocket_production_actual": actual, "sprocket_production_goal": goal, "time": time}
-    return _json({"id": factory_id, "name": f"Factory {factory_id}", "chart_data": chart_data})
+    return _json({"id": factory_id, "name": f"Factory {factory_id}", "resolution_s": 1, "chart_data": chart_data})
 
 
 async def create_sprocket(request: Request) -> Response:

@@ -20,13 +20,17 @@ SCRIPT_READS_AT_MOST = 10_000
 ATTEMPTS = 5
 
 
-def script_args(factory_id: int, first: int, last: int, most: int) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of factory_read.lua."""
+def script_args(
+    factory_id: int, first: int, last: int, most: int, script_reads_at_most: int | None = None
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of factory_read.lua; past `script_reads_at_most` points (SCRIPT_READS_AT_MOST by
+    default) it leaves the reading to factory()."""
     return (
         [keys.key_for_factory(factory_id), keys.key_for_factory_buckets(factory_id)],
         [
             keys.factory_points_prefix(factory_id),
-            *(first, last, most, BUCKET_WIDTH_S, SCRIPT_READS_AT_MOST),
+            *(first, last, most, BUCKET_WIDTH_S),
+            SCRIPT_READS_AT_MOST if script_reads_at_most is None else script_reads_at_most,
             keys.key_for_factory_spans(factory_id),
             keys.key_for_factory_sums(factory_id),
         ],
@@ -60,10 +64,11 @@ async def factory(client: Client, factory_id: int, first: int, last: int, most: 
             ],
         )
         if index == numbers:
-            members = [member for bucket in buckets for member in bucket]
-            if len(members) > most:
-                raise TooManyPoints(len(members), most)
-            return Factory(factory_id, name, int(version), parse(b":".join(members), len(members)))
+            count = sum(map(len, buckets))
+            if count > most:
+                raise TooManyPoints(count, most)
+            members = b":".join(b":".join(bucket) for bucket in buckets if bucket)
+            return Factory(factory_id, name, int(version), parse(members, count))
         numbers = index
     # As Redis too slow for the request: 503, try again.
     raise redis.exceptions.TimeoutError(f"factory {factory_id} kept gaining buckets while it was read")

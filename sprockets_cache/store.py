@@ -267,7 +267,9 @@ class Store:
         """
         ids = await self.redis.zrangebyscore(keys.FACTORY_INDEX, f"({after}", "+inf", start=0, num=limit + 1)
         page = [int(i) for i in ids[:limit]]
-        reads = [ranges.script_args(factory_id, first, last, most) for factory_id in page]
+        # The script only counts each factory's points here and names their buckets: the points come from
+        # plain ZRANGEs, read for all factories at once, which cost Redis a fifth of what the script's do.
+        reads = [ranges.script_args(factory_id, first, last, most, script_reads_at_most=0) for factory_id in page]
         if isinstance(self.redis, RedisCluster):
             # Concurrent calls: a cluster client cannot pipeline scripts, and factories live on different shards.
             replies = await asyncio.gather(*(self._read_factory(*read) for read in reads))
@@ -276,18 +278,21 @@ class Store:
                 for read_keys, read_args in reads:
                     await self._read_factory(read_keys, read_args, client=pipe)
                 replies = await pipe.execute()
-        factories: list[Factory] = []
+        chosen: list[tuple[int, Any]] = []
+        next_id = page[-1] if len(ids) > limit else None
         budget = most
         for factory_id, reply in zip(page, replies, strict=True):
             if reply is None:
                 continue  # listed, but not written yet (or never, after a crash): see create_factory
             if reply[2] > budget:
-                if not factories:
+                if not chosen:
                     raise TooManyPoints(reply[2], most)
-                return factories, factories[-1].id  # the page is full of points: end it early
+                next_id = chosen[-1][0]  # the page is full of points: end it early
+                break
             budget -= reply[2]
-            factories.append(await ranges.factory(self.redis, factory_id, first, last, most, reply))
-        return factories, (page[-1] if len(ids) > limit else None)
+            chosen.append((factory_id, reply))
+        reading = (ranges.factory(self.redis, factory_id, first, last, most, reply) for factory_id, reply in chosen)
+        return list(await asyncio.gather(*reading)), next_id
 
     # Events
 

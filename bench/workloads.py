@@ -144,14 +144,16 @@ def memory_at_one_point_a_second(redis_url: str, points: int) -> float:
 
 
 def factory_key_bytes(redis_url: str, factory_id: int) -> int:
-    """MEMORY USAGE summed over the factory's keys: its hash, bucket index and bucket sorted sets."""
+    """MEMORY USAGE summed over the keys of the factory's points: its hash, bucket index, bucket sorted sets,
+    their sums and its spans (with retention), not its events stream (capped at about 1,000 writes)."""
     client = redis.Redis.from_url(redis_url)
     names = [keys.key_for_factory(factory_id), keys.key_for_factory_buckets(factory_id)]
+    names += [keys.key_for_factory_sums(factory_id), keys.key_for_factory_spans(factory_id)]
     names += client.scan_iter(match=keys.factory_points_prefix(factory_id) + "*", count=1000)
     with client.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.memory_usage(name, samples=0)
-        total = sum(pipe.execute())
+        total = sum(usage or 0 for usage in pipe.execute())  # None: no such key
     client.close()
     return int(total)
 

@@ -9,7 +9,6 @@ API and the baseline (bench/baseline.py) as one uvicorn worker each, and wrk as 
 """
 
 import argparse
-import dataclasses
 import os
 import statistics
 import sys
@@ -92,20 +91,6 @@ def _say(line: str) -> None:
     print(line, flush=True)  # noqa: T201
 
 
-def _wrk(server: servers.Server, path: str, duration_s: float, script: Path | None = None) -> wrk.WrkResult:
-    """One wrk run, with the server's CPU time per request (a fair figure even when the 2 cores are busy)
-    and the cores that processes other than the server, its Redis, wrk and this script took meanwhile."""
-    pids = {"server": server.process.pid} | ({"Redis": server.redis_pid} if server.redis_pid else {})
-    meter = servers.CpuMeter(pids)
-    before = server.cpu_s()
-    result = wrk.run(server.url + path, duration_s, script)
-    cpu_us = (server.cpu_s() - before) / result.requests * 1e6
-    cores = meter.cores()
-    return dataclasses.replace(
-        result, server_cpu_us=cpu_us, other_cores=cores["other processes"], steal_cores=cores["steal"]
-    )
-
-
 def _check_same_answers(api: servers.Server, base: servers.Server, endpoints: list[tuple[str, ...]]) -> None:
     """The two apps must return the same data for the GETs, or the comparison is not like for like."""
     for name, api_path, base_path, _ in endpoints[:2]:
@@ -126,19 +111,19 @@ def compare(
     ]
     _check_same_answers(api, base, endpoints)
     for _, api_path, base_path, script in endpoints:
-        _wrk(api, api_path, WARMUP_S, script)
-        _wrk(base, base_path, WARMUP_S, script)
+        servers.measured_wrk(api, api_path, WARMUP_S, script)
+        servers.measured_wrk(base, base_path, WARMUP_S, script)
     runs: dict[str, tuple[list[wrk.WrkResult], list[wrk.WrkResult]]] = {e[0]: ([], []) for e in endpoints}
     for round_number in range(1, args.rounds + 1):
         for name, api_path, base_path, script in endpoints:
             for attempt in range(1, args.steal_retries + 2):
                 # The API first in odd rounds, the baseline first in even ones: going first is no advantage.
                 if round_number % 2:
-                    ours = _wrk(api, api_path, args.duration_s, script)
-                    theirs = _wrk(base, base_path, args.duration_s, script)
+                    ours = servers.measured_wrk(api, api_path, args.duration_s, script)
+                    theirs = servers.measured_wrk(base, base_path, args.duration_s, script)
                 else:
-                    theirs = _wrk(base, base_path, args.duration_s, script)
-                    ours = _wrk(api, api_path, args.duration_s, script)
+                    theirs = servers.measured_wrk(base, base_path, args.duration_s, script)
+                    ours = servers.measured_wrk(api, api_path, args.duration_s, script)
                 steal = max(ours.steal_cores, theirs.steal_cores)
                 _say(
                     f"round {round_number} {name}: API {ours.requests_s:,.0f} req/s p99 {ours.p99_ms:.2f} ms, "
@@ -165,7 +150,7 @@ def measure_points(api: servers.Server, redis_url: str, args: argparse.Namespace
     if workloads.count_points(api.url, factory_id, low, high) != RANGE_POINTS:
         raise RuntimeError(f"from={low}&to={high} does not select {RANGE_POINTS} points")
     for attempt in range(1, args.single_retries + 2):
-        ranged = _wrk(api, f"/api/v1/factories/{factory_id}?from={low}&to={high}", RANGE_S)
+        ranged = servers.measured_wrk(api, f"/api/v1/factories/{factory_id}?from={low}&to={high}", RANGE_S)
         _say(f"range read: {ranged.requests_s:,.0f} req/s, p99 {ranged.p99_ms:.2f} ms, steal {ranged.steal_cores:.2f}")
         if not _set_aside("range read", ranged.steal_cores, attempt, args, args.single_retries):
             break

@@ -54,18 +54,6 @@ class Setup:
     key: str | None = None
 
 
-def _wrk(server: servers.Server, path: str, duration_s: float, script: Path) -> wrk.WrkResult:
-    """One wrk run, with the server's CPU time per request and the cores others took meanwhile."""
-    meter = servers.CpuMeter({"server": server.process.pid})
-    before = server.cpu_s()
-    result = wrk.run(server.url + path, duration_s, script)
-    cpu_us = (server.cpu_s() - before) / result.requests * 1e6
-    cores = meter.cores()
-    return dataclasses.replace(
-        result, server_cpu_us=cpu_us, other_cores=cores["other processes"], steal_cores=cores["steal"]
-    )
-
-
 def key_check_us() -> float:
     """CPU µs of the Guard's key check for one write with a scoped key: the header found, the key
     hashed and looked up, the route matched and the scope checked, over a realistic keyring."""
@@ -159,17 +147,17 @@ def _rounds(
             )
             for n, setup in enumerate(setups)
         }
-        _wrk(base, "/sprockets", WARMUP_S, POST_SCRIPT)
+        servers.measured_wrk(base, "/sprockets", WARMUP_S, POST_SCRIPT)
         for name, api in apis.items():
-            _wrk(api, "/api/v1/sprockets", WARMUP_S, scripts[name])
+            servers.measured_wrk(api, "/api/v1/sprockets", WARMUP_S, scripts[name])
         for round_number in range(1, rounds + 1):
             for name, api in apis.items():
                 if round_number % 2:
-                    ours = _wrk(api, "/api/v1/sprockets", duration_s, scripts[name])
-                    theirs = _wrk(base, "/sprockets", duration_s, POST_SCRIPT)
+                    ours = servers.measured_wrk(api, "/api/v1/sprockets", duration_s, scripts[name])
+                    theirs = servers.measured_wrk(base, "/sprockets", duration_s, POST_SCRIPT)
                 else:
-                    theirs = _wrk(base, "/sprockets", duration_s, POST_SCRIPT)
-                    ours = _wrk(api, "/api/v1/sprockets", duration_s, scripts[name])
+                    theirs = servers.measured_wrk(base, "/sprockets", duration_s, POST_SCRIPT)
+                    ours = servers.measured_wrk(api, "/api/v1/sprockets", duration_s, scripts[name])
                 pairs[name].append((ours, theirs))
             print(  # noqa: T201
                 f"security round {round_number}: "

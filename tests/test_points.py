@@ -171,26 +171,36 @@ async def test_an_hour_of_points_a_second_is_compact_in_the_shipped_settings(
     assert list(map(int, points.goal)) == [9] * 100 + [1 + i % 2 for i in range(100, 3600)]
 
 
-async def test_a_transaction_read_takes_in_buckets_written_since_the_script_listed_them(
-    redis_client: Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def reading_while_writing(
+    redis_client: Client, monkeypatch: pytest.MonkeyPatch, writes: Callable[[int], list[Point]]
+) -> tuple[Store, list[int]]:
+    """A factory at 60 and 7260 s whose reads go through the transaction, each transaction (call n, from 1)
+    preceded by a write of `writes(n)`, as if it landed between the script's reply and the transaction.
+    Returns the store and the calls made so far."""
     monkeypatch.setattr(ranges, "SCRIPT_READS_AT_MOST", 1)
     store = Store(redis_client)
     await store.create_factory(1, "F", packed([(60, 1, 1), (7260, 2, 2)]))
     transaction = ranges.transaction
-    calls = 0
+    calls: list[int] = []
 
     async def after_a_write(*args: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 1:  # between the script's reply and the transaction
-            await store.write_points(1, packed([(3660, 3, 3)]))
+        calls.append(len(calls) + 1)
+        written = writes(calls[-1])
+        if written:
+            await store.write_points(1, packed(written))
         return await transaction(*args)
 
     monkeypatch.setattr(ranges, "transaction", after_a_write)
+    return store, calls
+
+
+async def test_a_transaction_read_takes_in_buckets_written_since_the_script_listed_them(
+    redis_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, calls = await reading_while_writing(redis_client, monkeypatch, lambda n: [(3660, 3, 3)] if n == 1 else [])
     factory = await store.get_factory(1, 0, MAX_TIME)
 
-    assert calls == 2
+    assert len(calls) == 2
     assert (factory.version, list(factory.points.time), list(factory.points.actual)) == (2, [60, 3660, 7260], [1, 3, 2])
 
 
@@ -198,19 +208,7 @@ async def test_a_read_that_keeps_finding_new_buckets_gives_up_as_redis_too_slow(
     redis_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A client sees 503 and tries again, as when Redis is too slow, never a 500."""
-    monkeypatch.setattr(ranges, "SCRIPT_READS_AT_MOST", 1)
-    store = Store(redis_client)
-    await store.create_factory(1, "F", packed([(60, 1, 1), (7260, 2, 2)]))
-    transaction = ranges.transaction
-    hour = 10
-
-    async def after_a_write_each_time(*args: Any) -> Any:
-        nonlocal hour
-        hour += 1
-        await store.write_points(1, packed([(3600 * hour, 3, 3)]))
-        return await transaction(*args)
-
-    monkeypatch.setattr(ranges, "transaction", after_a_write_each_time)
+    store, calls = await reading_while_writing(redis_client, monkeypatch, lambda n: [(3600 * (10 + n), 3, 3)])
     with pytest.raises(redis.exceptions.TimeoutError, match="kept gaining buckets"):
         await store.get_factory(1, 0, MAX_TIME)
-    assert hour == 10 + ranges.ATTEMPTS
+    assert len(calls) == ranges.ATTEMPTS

@@ -7,7 +7,6 @@ import math
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import fakeredis
 import httpx
@@ -28,7 +27,7 @@ from sprockets_cache.store import Store
 from sprockets_cache.streams import Event
 from tests.conftest import keyspace, serve
 from tests.test_cli import cli
-from tests.test_seed import factory_file
+from tests.test_seed import dying_on_chunk, factory_file
 
 Point = tuple[int, int, int]
 # (POINTS_RETENTION_S, DOWNSAMPLE_S): spans of whole hours, of part of an hour, wider than an hour, none.
@@ -359,17 +358,7 @@ async def test_an_interrupted_seed_with_retention_converges_on_rerun(
     monkeypatch.setattr(seed, "CHUNK_POINTS", 100)
     path = factory_file(tmp_path / "big.json", factories=1, points=1000)  # 16 hours, a point a minute
     store = Store(redis_client, retention_s=7200, downsample_s=3600)
-    write_points = store.write_points
-    calls = 0
-
-    async def dies_on_the_fifth_chunk(factory_id: int, buckets: Any) -> int:
-        nonlocal calls
-        calls += 1
-        if calls == 5:
-            raise redis.ConnectionError("killed")
-        return await write_points(factory_id, buckets)
-
-    monkeypatch.setattr(store, "write_points", dies_on_the_fifth_chunk)
+    write_points = dying_on_chunk(store, monkeypatch, 5)
     with pytest.raises(redis.ConnectionError):
         await seed.load(store, [path])
     monkeypatch.setattr(store, "write_points", write_points)

@@ -2,6 +2,7 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -130,22 +131,29 @@ async def test_seeding_a_store_that_has_data_takes_the_next_ids(store: Store, tm
     assert [f["name"] for f in await factories_json(store)] == ["Existing", "Factory 2", "Factory 3", "Factory 4"]
 
 
+def dying_on_chunk(store: Store, monkeypatch: pytest.MonkeyPatch, chunk: int) -> Callable[..., Awaitable[int]]:
+    """Make the store's write_points fail as a killed connection would on its `chunk`-th call (from 1);
+    returns the real one, to put back for the rerun."""
+    write_points = store.write_points
+    calls = 0
+
+    async def dies(factory_id: int, buckets: Buckets) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == chunk:
+            raise redis.ConnectionError("killed")
+        return await write_points(factory_id, buckets)
+
+    monkeypatch.setattr(store, "write_points", dies)
+    return write_points
+
+
 async def test_an_interrupted_factory_load_converges_on_rerun_into_the_same_ids(
     store: Store, redis_client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(seed, "CHUNK_POINTS", 100)
     path = factory_file(tmp_path / "big.json", factories=2, points=1000)
-    write_points = store.write_points
-    calls = 0
-
-    async def dies_on_the_third_chunk(factory_id: int, buckets: Buckets) -> int:
-        nonlocal calls
-        calls += 1
-        if calls == 3:
-            raise redis.ConnectionError("killed")
-        return await write_points(factory_id, buckets)
-
-    monkeypatch.setattr(store, "write_points", dies_on_the_third_chunk)
+    write_points = dying_on_chunk(store, monkeypatch, 3)
     with pytest.raises(redis.ConnectionError):
         await seed.load(store, [path])
     [record] = (await seed_records(redis_client)).values()

@@ -132,10 +132,14 @@ class Keyring:
         if used:
             await self._note_used(keys=[keys.API_KEYS, keys.API_KEYS_LAST_USED], args=[now(), *sorted(used)])
 
-    async def keep_fresh(self, timeout_s: float) -> None:
-        """Refresh every REFRESH_S until cancelled; while Redis is away, the last copy stays in force."""
+    async def keep_fresh(self, timeout_s: float, stop: asyncio.Event) -> None:
+        """Refresh every REFRESH_S until `stop` is set; while Redis is away, the last copy stays in force.
+
+        `stop` ends the loop, not only a cancel: on Python 3.11 a cancel that lands as a refresh's
+        asyncio.timeout expires can come out as TimeoutError, which the loop would take for a slow Redis
+        and go on (seen as a shutdown that never ended)."""
         failing = False
-        while True:
+        while not stop.is_set():
             await asyncio.sleep(REFRESH_S)
             try:
                 async with asyncio.timeout(timeout_s):
@@ -143,6 +147,8 @@ class Keyring:
                     if time.monotonic() - self._used_written >= LAST_USED_EVERY_S:
                         await self.write_last_used()
             except Exception as error:  # whatever it is, the loop must go on: a stopped one would miss revokes
+                if stop.is_set():
+                    return
                 if not failing:
                     log.warning("cannot read the API keys held in Redis (%r); keeping the last copy", error)
                 failing = True
@@ -160,10 +166,12 @@ async def kept_fresh(keyring: Keyring, timeout_s: float) -> AsyncIterator[Keyrin
             await keyring.refresh()
     except (redis.RedisError, TimeoutError) as error:
         log.warning("cannot read the API keys held in Redis yet (%s); retrying", error)
-    task = asyncio.create_task(keyring.keep_fresh(timeout_s))
+    stop = asyncio.Event()
+    task = asyncio.create_task(keyring.keep_fresh(timeout_s, stop))
     try:
         yield keyring
     finally:
+        stop.set()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

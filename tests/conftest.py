@@ -10,6 +10,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fakeredis.commands_mixins.scripting_mixin import ScriptingCommandsMixin
+from starlette.types import ASGIApp
 
 from sprockets_cache import keys
 from sprockets_cache.app import create_app
@@ -98,9 +99,16 @@ def settings() -> Settings:
     )
 
 
+def lifespan(app: ASGIApp) -> LifespanManager:
+    """The app's start-up and shutdown, each given PATIENT_S: asgi-lifespan's 5 s default is not much more
+    than the app's own bounded shutdown (the audit trail's last flush, the keys' "last used") on a busy CI
+    machine under coverage."""
+    return LifespanManager(app, startup_timeout=PATIENT_S, shutdown_timeout=PATIENT_S)
+
+
 async def serve(settings: Settings, client: Client) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, client)
-    async with LifespanManager(app) as manager:
+    async with lifespan(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             yield http

@@ -8,7 +8,6 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from asgi_lifespan import LifespanManager
 
 from sprockets_cache.app import create_app
 from sprockets_cache.connections import connect
@@ -16,6 +15,7 @@ from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.models import MAX_TIME
 from sprockets_cache.settings import Settings
 from sprockets_cache.store import Store
+from tests.conftest import lifespan
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
 
@@ -24,7 +24,7 @@ SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch":
 async def setup(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedRedis, httpx.AsyncClient]]:
     with EmbeddedRedis(tmp_path, appendfsync="always") as server:
         app = create_app(Settings(redis_url=server.url, redis_timeout_s=0.5))
-        async with LifespanManager(app) as manager:
+        async with lifespan(app) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
                 yield server, api

@@ -13,7 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from asgi_lifespan import LifespanManager
 
 from sprockets_cache import keys
 from sprockets_cache.app import create_app
@@ -22,6 +21,7 @@ from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
 from sprockets_cache.store import Store
 from tests.cluster import local_cluster
+from tests.conftest import lifespan
 from tests.failover import SPROCKET, Acknowledged, lost_writes, start_load
 from tests.sentinel import MASTER_NAME, Deployment, local_sentinels
 
@@ -45,7 +45,7 @@ def _collect_stray_connections() -> Iterator[None]:
 
 
 async def _api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with LifespanManager(create_app(settings)) as manager:
+    async with lifespan(create_app(settings)) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
             yield api

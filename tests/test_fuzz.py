@@ -6,13 +6,12 @@ from typing import Any
 
 import fakeredis
 import httpx
-from asgi_lifespan import LifespanManager
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sprockets_cache.app import create_app
 from sprockets_cache.settings import Settings
-from tests.conftest import keyspace
+from tests.conftest import keyspace, lifespan
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
 CHART = {"sprocket_production_actual": [1], "sprocket_production_goal": [2], "time": [3]}
@@ -46,7 +45,7 @@ bodies = st.one_of(st.binary(max_size=64), st.one_of(json_values, near_misses).m
 
 async def exchange(method: str, path: str, body: bytes, content_type: str) -> tuple[int, Any, Any]:
     redis = fakeredis.FakeAsyncRedis()
-    async with LifespanManager(create_app(Settings(), redis)) as manager:
+    async with lifespan(create_app(Settings(), redis)) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
             await api.post("/api/v1/sprockets", json=SPROCKET)

@@ -1,3 +1,7 @@
+import asyncio
+import random
+
+import fakeredis
 import orjson
 import pytest
 
@@ -5,6 +9,7 @@ from sprockets_cache import keyring, keys
 from sprockets_cache.connections import Client
 from sprockets_cache.keyring import Keyring
 from sprockets_cache.security import new_key
+from tests.conftest import PATIENT_S
 
 ENVIRONMENT = {"e" * 64: frozenset({"admin"})}
 
@@ -67,3 +72,19 @@ async def test_a_malformed_record_grants_nothing(redis_client: Client) -> None:
     await ring.refresh()
     assert ring.keys == {}
     assert await keyring.held(redis_client) == []
+
+
+async def test_the_refresh_loop_stops_with_its_block_even_when_a_cancel_meets_a_refresh_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On Python 3.11 a cancel that lands as the refresh's own timeout expires can come out as TimeoutError;
+    the loop must end all the same, or the app's shutdown never does."""
+    monkeypatch.setattr(keyring, "REFRESH_S", 0.001)
+    client = fakeredis.FakeAsyncRedis()
+    rng = random.Random(7)
+    for _ in range(300):
+        block = keyring.kept_fresh(keyring.Keyring(client, {}), 0.0005)  # timeouts on nearly every refresh
+        await block.__aenter__()
+        await asyncio.sleep(rng.random() * 0.02)
+        async with asyncio.timeout(PATIENT_S):
+            await block.__aexit__(None, None, None)

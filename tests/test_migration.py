@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import redis
-from asgi_lifespan import LifespanManager
 
 from sprockets_cache import keys, migration
 from sprockets_cache.app import create_app
@@ -15,7 +14,7 @@ from sprockets_cache.connections import Client, connect
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
 from sprockets_cache.store import Store
-from tests.conftest import serve
+from tests.conftest import lifespan, serve
 from tests.test_cli import ROOT, cli
 
 Point = tuple[int, int, int]
@@ -116,7 +115,7 @@ async def test_the_app_refuses_to_start_on_the_first_format_naming_the_command(r
     await write_first_format(redis_client)
     app = create_app(Settings(), redis_client)
     with pytest.raises(migration.OutdatedStore, match="python -m sprockets_cache migrate"):
-        async with LifespanManager(app):
+        async with lifespan(app):
             pass
 
     await migration.migrate(Store(redis_client), lambda line: None)

@@ -1,11 +1,11 @@
 import json
 
 import httpx
-from asgi_lifespan import LifespanManager
 
 from sprockets_cache.app import create_app
 from sprockets_cache.connections import Client
 from sprockets_cache.settings import Settings
+from tests.conftest import lifespan
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
 CHART = {"sprocket_production_actual": [1, 2], "sprocket_production_goal": [1, 2], "time": [10, 20]}
@@ -57,7 +57,7 @@ async def test_each_request_logs_one_json_line_without_credentials(redis_client:
     app = create_app(Settings(), redis_client)
     lines: list[bytes] = []
     app.state.access_log.sink = lines.append
-    async with LifespanManager(app) as manager:
+    async with lifespan(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
             headers = {"X-Request-ID": "r-1", "Authorization": "Bearer s3cret"}

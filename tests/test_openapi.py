@@ -11,7 +11,6 @@ from typing import Any
 import fakeredis
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
@@ -22,6 +21,7 @@ from sprockets_cache import docs, events, openapi
 from sprockets_cache.app import create_app
 from sprockets_cache.models import SprocketIn
 from sprockets_cache.settings import Settings
+from tests.conftest import lifespan
 
 METHODS = {"get", "put", "post", "patch", "delete"}
 
@@ -29,7 +29,7 @@ METHODS = {"get", "put", "post", "patch", "delete"}
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(Settings(), fakeredis.FakeAsyncRedis())
-    async with LifespanManager(app) as manager:
+    async with lifespan(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             yield http
@@ -118,7 +118,7 @@ def _header(name: str) -> st.SearchStrategy[bytes]:
 
 async def _answers(if_none_match: bytes, if_match: bytes, idempotency_key: bytes) -> list[int]:
     app = create_app(Settings(), fakeredis.FakeAsyncRedis())
-    async with LifespanManager(app) as manager:
+    async with lifespan(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             sprocket = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}

@@ -10,13 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from asgi_lifespan import LifespanManager
 
 from sprockets_cache.app import create_app
 from sprockets_cache.connections import connect
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
-from tests.conftest import keyspace
+from tests.conftest import keyspace, lifespan
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
 CHART_DATA = {"time": [60, 120], "sprocket_production_actual": [1, 2], "sprocket_production_goal": [3, 4]}
@@ -87,7 +86,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedRedis, httpx.Asyn
     settings = Settings(redis_url="", redis_timeout_s=5, rate_limit_per_s=1000, rate_limit_burst=1000)
     with EmbeddedRedis(tmp_path, appendfsync="always") as server:
         app = create_app(settings.model_copy(update={"redis_url": server.url}))
-        async with LifespanManager(app) as manager:
+        async with lifespan(app) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
                 yield server, api
@@ -145,7 +144,7 @@ async def test_a_write_no_replica_confirms_is_a_503_that_a_retry_with_the_same_k
     with EmbeddedRedis(tmp_path, appendfsync="always") as server:
         # Each write waits a third of this for the replica that never comes.
         settings = Settings(redis_url=server.url, redis_wait_replicas=1, redis_timeout_s=1.5)
-        async with LifespanManager(create_app(settings)) as manager:
+        async with lifespan(create_app(settings)) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
                 # The retry finds the first try's response, but cannot replay it until a replica has it.

@@ -5,7 +5,6 @@ from contextlib import AsyncExitStack
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from sprockets_cache import keyring
 from sprockets_cache.app import create_app
@@ -13,7 +12,7 @@ from sprockets_cache.connections import Client, connect
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.security import digest, new_key
 from sprockets_cache.settings import Settings
-from tests.conftest import PATIENT_S, keyspace
+from tests.conftest import PATIENT_S, keyspace, lifespan
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
 KEY, DIGEST = new_key()
@@ -21,7 +20,7 @@ OTHER_KEY, OTHER_DIGEST = new_key()
 
 
 async def serve(stack: AsyncExitStack, settings: Settings, client: Client) -> httpx.AsyncClient:
-    manager = await stack.enter_async_context(LifespanManager(create_app(settings, client)))
+    manager = await stack.enter_async_context(lifespan(create_app(settings, client)))
     transport = httpx.ASGITransport(app=manager.app)
     return await stack.enter_async_context(httpx.AsyncClient(transport=transport, base_url="http://t"))
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from asgi_lifespan import LifespanManager
 
 from sprockets_cache.app import create_app
 from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.security import digest
 from sprockets_cache.settings import Settings
+from tests.conftest import lifespan
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
 # Generous: a hang would be the client's default of minutes; failing fast is about one timeout.
@@ -31,7 +31,7 @@ def server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
 @pytest.fixture
 async def api(server: EmbeddedRedis) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(Settings(redis_url=server.url, redis_timeout_s=0.5))
-    async with LifespanManager(app) as manager:
+    async with lifespan(app) as manager:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as client:
             yield client
 
@@ -91,7 +91,7 @@ async def test_with_keys_and_a_rate_limit_a_frozen_redis_still_gives_503_not_a_h
     settings = Settings(
         redis_url=server.url, redis_timeout_s=0.5, api_keys=[digest(key)], rate_limit_per_s=100, rate_limit_burst=100
     )
-    async with LifespanManager(create_app(settings)) as manager:
+    async with lifespan(create_app(settings)) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         headers = {"Authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as api:
@@ -111,7 +111,7 @@ async def test_the_api_waits_at_start_up_for_a_redis_that_comes_up_late(
     late.start()  # to learn a free port, then away until the app is starting
     late.stop()
     app = create_app(Settings(redis_url=late.url, redis_timeout_s=0.2, redis_startup_wait_s=20))
-    starting = asyncio.create_task(LifespanManager(app, startup_timeout=30).__aenter__())
+    starting = asyncio.create_task(lifespan(app).__aenter__())
     await asyncio.sleep(1.0)
     assert not starting.done()
     late.start()
@@ -131,7 +131,7 @@ async def test_start_up_gives_up_after_the_wait_when_redis_never_comes(tmp_path:
     absent.stop()
     app = create_app(Settings(redis_url=absent.url, redis_timeout_s=0.2, redis_startup_wait_s=0.5))
     with pytest.raises(redis.exceptions.ConnectionError):
-        async with LifespanManager(app):
+        async with lifespan(app):
             pass
 
 

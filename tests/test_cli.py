@@ -16,7 +16,7 @@ import httpx
 import pytest
 import redis
 
-from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.ops.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).parent.parent
 FACTORY_SEED = "seeds/seed_factory_data.json"

@@ -14,12 +14,12 @@ import httpx
 import pytest
 import redis
 
-from sprockets_cache import keys
-from sprockets_cache.app import create_app
-from sprockets_cache.connections import connect, connect_subscribers
-from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.http.app import create_app
+from sprockets_cache.ops.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import Store
+from sprockets_cache.store import keys
+from sprockets_cache.store.connections import connect, connect_subscribers
+from sprockets_cache.store.store import Store
 from tests.cluster import local_cluster
 from tests.conftest import lifespan
 from tests.failover import SPROCKET, Acknowledged, lost_writes, start_load

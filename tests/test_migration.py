@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 import redis
 
-from sprockets_cache import keys, migration
-from sprockets_cache.app import create_app
-from sprockets_cache.connections import Client, connect
-from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.http.app import create_app
+from sprockets_cache.ops import migration
+from sprockets_cache.ops.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import Store
+from sprockets_cache.store import keys
+from sprockets_cache.store.connections import Client, connect
+from sprockets_cache.store.store import Store
 from tests.conftest import lifespan, serve
 from tests.test_cli import ROOT, cli
 

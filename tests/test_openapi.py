@@ -17,8 +17,8 @@ from openapi_spec_validator import validate
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from sprockets_cache import docs, events, openapi
-from sprockets_cache.app import create_app
+from sprockets_cache.http import docs, events, openapi
+from sprockets_cache.http.app import create_app
 from sprockets_cache.models import SprocketIn
 from sprockets_cache.settings import Settings
 from tests.conftest import lifespan
@@ -189,7 +189,7 @@ async def test_docs_serve_only_the_files_the_page_needs(client: httpx.AsyncClien
 
 
 def test_docs_js_ships_in_the_package() -> None:
-    assert files("sprockets_cache").joinpath("static/docs.js").is_file()
+    assert files("sprockets_cache.http").joinpath("static/docs.js").is_file()
 
 
 def test_with_api_keys_the_document_says_writes_need_one_and_reads_do_not() -> None:

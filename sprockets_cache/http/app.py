@@ -16,8 +16,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from sprockets_cache import audit, docs, events, factories, home, keyring, migration, openapi, sprockets
-from sprockets_cache.connections import (
+from sprockets_cache.deadlines import Deadlines
+from sprockets_cache.errors import WriteRefused
+from sprockets_cache.http import docs, events, factories, home, openapi, sprockets
+from sprockets_cache.http.observability import AccessLog, Metrics, RequestObserver, metrics_endpoint
+from sprockets_cache.http.problems import exception_handlers
+from sprockets_cache.http.security import Guard, response_headers
+from sprockets_cache.http.web import json_response, store
+from sprockets_cache.ops import migration
+from sprockets_cache.settings import Settings
+from sprockets_cache.store import audit, keyring
+from sprockets_cache.store.connections import (
     UNAVAILABLE_ERRORS,
     UNAVAILABLE_OR_LATE,
     Client,
@@ -25,15 +34,8 @@ from sprockets_cache.connections import (
     connect_subscribers,
     refusal,
 )
-from sprockets_cache.deadlines import Deadlines
-from sprockets_cache.errors import WriteRefused
-from sprockets_cache.keyring import Keyring
-from sprockets_cache.observability import AccessLog, Metrics, RequestObserver, metrics_endpoint
-from sprockets_cache.problems import exception_handlers
-from sprockets_cache.security import Guard, response_headers
-from sprockets_cache.settings import Settings
-from sprockets_cache.store import Store
-from sprockets_cache.web import json_response, store
+from sprockets_cache.store.keyring import Keyring
+from sprockets_cache.store.store import Store
 
 log = logging.getLogger(__name__)
 

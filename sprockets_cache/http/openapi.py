@@ -11,10 +11,17 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
 from sprockets_cache import models
+from sprockets_cache.http.problems import MEDIA_TYPE as PROBLEM
+from sprockets_cache.http.sprockets import MERGE_PATCH
+from sprockets_cache.http.web import (
+    CURSOR_PATTERN,
+    DEFAULT_LIMIT,
+    ETAGS_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
+    JSON,
+    MAX_LIMIT,
+)
 from sprockets_cache.models import MAX_TIME, Id, UnixTime
-from sprockets_cache.problems import MEDIA_TYPE as PROBLEM
-from sprockets_cache.sprockets import MERGE_PATCH
-from sprockets_cache.web import CURSOR_PATTERN, DEFAULT_LIMIT, ETAGS_PATTERN, IDEMPOTENCY_KEY_PATTERN, JSON, MAX_LIMIT
 
 API = "/api/v1"
 REF = "#/components/schemas/{model}"

@@ -20,16 +20,16 @@ from typing import BinaryIO
 import redis.asyncio as redis
 import uvicorn
 
-from sprockets_cache import apikeys, export, migration, seed
-from sprockets_cache.connections import connect, redacted
-from sprockets_cache.embedded import EmbeddedRedis
-from sprockets_cache.observability import MULTIPROCESS_DIR, configure_logging
+from sprockets_cache.http.observability import MULTIPROCESS_DIR, configure_logging
+from sprockets_cache.ops import apikeys, export, migration, seed
+from sprockets_cache.ops.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings, SettingsError
-from sprockets_cache.store import Store
+from sprockets_cache.store.connections import connect, redacted
+from sprockets_cache.store.store import Store
 
 log = logging.getLogger("sprockets_cache")
 
-APP = "sprockets_cache.app:app"
+APP = "sprockets_cache.http.app:app"
 SEED_FILES = (Path("seeds/seed_factory_data.json"), Path("seeds/seed_sprocket_types.json"))
 # Where `run` keeps the embedded Redis's AOF, relative to the working directory.
 DATA_DIR = Path("data")

@@ -10,9 +10,9 @@ Versions (ETags) and event streams are kept: the points are the same.
 import asyncio
 from collections.abc import Callable
 
-from sprockets_cache import keys
-from sprockets_cache.scripts import Script
-from sprockets_cache.store import Store
+from sprockets_cache.store import keys
+from sprockets_cache.store.scripts import Script
+from sprockets_cache.store.store import Store
 
 SCHEMA_VERSION = keys.SCHEMA_VERSION
 MIGRATE_COMMAND = "python -m sprockets_cache migrate"

@@ -14,13 +14,13 @@ from typing import Any
 import orjson
 from redis.asyncio.cluster import RedisCluster
 
-from sprockets_cache import keys, ranges, streams
 from sprockets_cache.clock import now
-from sprockets_cache.connections import Client, execute, execute_and_wait
 from sprockets_cache.errors import BeforeRawWindow, NotFound, TooManyPoints, VersionMismatch
-from sprockets_cache.points import Buckets, count, span
-from sprockets_cache.records import Factory, Sprocket, Summary
-from sprockets_cache.scripts import Script
+from sprockets_cache.store import keys, ranges, streams
+from sprockets_cache.store.connections import Client, execute, execute_and_wait
+from sprockets_cache.store.points import Buckets, count, span
+from sprockets_cache.store.records import Factory, Sprocket, Summary
+from sprockets_cache.store.scripts import Script
 
 SPROCKET_FIELDS = ("teeth", "pitch_diameter", "outside_diameter", "pitch")
 

@@ -23,9 +23,8 @@ from sprockets_cache.http.observability import AccessLog, Metrics, RequestObserv
 from sprockets_cache.http.problems import exception_handlers
 from sprockets_cache.http.security import Guard, response_headers
 from sprockets_cache.http.web import json_response, store
-from sprockets_cache.ops import migration
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import audit, keyring
+from sprockets_cache.store import audit, keyring, schema
 from sprockets_cache.store.connections import (
     UNAVAILABLE_ERRORS,
     UNAVAILABLE_OR_LATE,
@@ -184,8 +183,8 @@ def create_app(
         try:
             await _wait_for_redis(store, settings.redis_startup_wait_s, settings.redis_timeout_s)
             try:
-                await migration.check(store)
-            except migration.OutdatedStore as error:
+                await schema.check(store)
+            except schema.OutdatedStore as error:
                 log.error("cannot serve: %s", error)
                 raise
             ring = Keyring(store.redis, settings.api_keys)

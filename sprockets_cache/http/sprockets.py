@@ -20,7 +20,7 @@ from sprockets_cache.http.web import (
     versioned_response,
 )
 from sprockets_cache.models import SprocketIn, SprocketPatch, fields
-from sprockets_cache.store.store import SPROCKET_FIELDS
+from sprockets_cache.store.sprockets import SPROCKET_FIELDS
 
 MERGE_PATCH = "application/merge-patch+json"
 # A PATCH re-reads and re-applies itself this often when other writers keep winning the race.

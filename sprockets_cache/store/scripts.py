@@ -1,6 +1,6 @@
 """The Lua scripts of lua/, and how the store runs them."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.resources import files
 from typing import Any
 
@@ -8,6 +8,11 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from sprockets_cache.store.connections import Client, execute, execute_and_wait
+
+
+def flat(pairs: Mapping[str, Any]) -> list[Any]:
+    """A mapping as a script takes it in ARGV: name, value, name, value..."""
+    return [item for pair in pairs.items() for item in pair]
 
 
 class Script:

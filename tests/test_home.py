@@ -33,7 +33,7 @@ async def test_the_page_files_are_served_from_the_package(api: httpx.AsyncClient
 
 
 async def test_a_file_outside_the_dashboard_is_404(api: httpx.AsyncClient) -> None:
-    assert (await api.get("/static/../store.py")).status_code == 404
+    assert (await api.get("/static/../app.py")).status_code == 404
     assert (await api.get("/static/nothing.js")).status_code == 404
 
 

@@ -30,7 +30,13 @@ RECOVERY_S = 5
 # How long the load runs before the kill, and the most it waits after it for writes to succeed again.
 LOAD_BEFORE_KILL_S = 1.0
 GIVE_UP_AFTER_S = 30
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [
+    pytest.mark.timeout(120),
+    # The stray stream below may also be collected while the test runs (see _collect_stray_connections).
+    pytest.mark.filterwarnings(
+        r"ignore:Exception ignored in. <function StreamWriter.__del__:pytest.PytestUnraisableExceptionWarning"
+    ),
+]
 
 
 @pytest.fixture(autouse=True)

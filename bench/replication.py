@@ -23,7 +23,7 @@ import servers  # noqa: E402
 import workloads  # noqa: E402
 import wrk  # noqa: E402
 
-from sprockets_cache.embedded import HOST, EmbeddedRedis  # noqa: E402
+from sprockets_cache.ops.embedded import HOST, EmbeddedRedis  # noqa: E402
 
 TITLE = "Replicated acknowledgements"
 POST_SCRIPT = BENCH / "post_sprocket.lua"

@@ -25,8 +25,8 @@ import report  # noqa: E402
 import servers  # noqa: E402
 import workloads  # noqa: E402
 
-from sprockets_cache import keys  # noqa: E402
-from sprockets_cache.embedded import EmbeddedRedis  # noqa: E402
+from sprockets_cache.ops.embedded import EmbeddedRedis  # noqa: E402
+from sprockets_cache.store import keys  # noqa: E402
 
 RETENTION = {"POINTS_RETENTION_S": "86400", "DOWNSAMPLE_S": "3600"}
 DAY = 86400

@@ -32,7 +32,7 @@ import servers  # noqa: E402
 import workloads  # noqa: E402
 import wrk  # noqa: E402
 
-from sprockets_cache.embedded import EmbeddedRedis  # noqa: E402
+from sprockets_cache.ops.embedded import EmbeddedRedis  # noqa: E402
 
 POST_SCRIPT = BENCH / "post_sprocket.lua"
 SPROCKETS = 100

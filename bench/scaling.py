@@ -19,8 +19,8 @@ import servers
 import workloads
 import wrk
 
-from sprockets_cache import keys
-from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.ops.embedded import EmbeddedRedis
+from sprockets_cache.store import keys
 from tests.cluster import local_cluster
 
 ONE_WORKER, TWO_WORKERS, CLUSTER = "1 worker, one Redis", "2 workers, one Redis", "1 worker, 3-master cluster"

@@ -30,12 +30,13 @@ import report  # noqa: E402
 import servers  # noqa: E402
 import wrk  # noqa: E402
 
-from sprockets_cache import access, security  # noqa: E402
-from sprockets_cache.audit import AuditTrail  # noqa: E402
-from sprockets_cache.embedded import EmbeddedRedis  # noqa: E402
-from sprockets_cache.keyring import Keyring  # noqa: E402
-from sprockets_cache.observability import REQUEST_ID  # noqa: E402
+from sprockets_cache import access  # noqa: E402
+from sprockets_cache.http import security  # noqa: E402
+from sprockets_cache.http.observability import REQUEST_ID  # noqa: E402
+from sprockets_cache.ops.embedded import EmbeddedRedis  # noqa: E402
 from sprockets_cache.settings import Settings  # noqa: E402
+from sprockets_cache.store.audit import AuditTrail  # noqa: E402
+from sprockets_cache.store.keyring import Keyring  # noqa: E402
 
 POST_SCRIPT = BENCH / "post_sprocket.lua"
 RESULTS = BENCH / "security-results.md"

@@ -28,7 +28,7 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 LOG_CONFIG = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "sprockets_cache.observability.JSONFormatter"}},
+    "formatters": {"json": {"()": "sprockets_cache.http.observability.JSONFormatter"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
     "root": {"level": "INFO", "handlers": ["stderr"]},
 }

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 from servers import serve_api
 
-from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.ops.embedded import EmbeddedRedis
 
 DURATION_S = float(os.environ.get("SOAK_S", "60"))
 CLIENTS = 16

@@ -16,11 +16,11 @@ import orjson
 import redis
 from servers import ROOT
 
-from sprockets_cache import keys
-from sprockets_cache.connections import connect
 from sprockets_cache.models import MAX_TIME
-from sprockets_cache.points import buckets, by_time
-from sprockets_cache.store import Store
+from sprockets_cache.store import keys
+from sprockets_cache.store.connections import connect
+from sprockets_cache.store.points import buckets, by_time
+from sprockets_cache.store.store import Store
 
 # Points as bench/storage.py makes them, so its figures and ours describe the same data.
 T0 = 1_600_000_000

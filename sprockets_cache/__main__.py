@@ -1,5 +1,5 @@
 import sys
 
-from sprockets_cache.cli import main
+from sprockets_cache.ops.cli import main
 
 sys.exit(main())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from sprockets_cache.embedded import EmbeddedRedis, find_redis_server
+from sprockets_cache.ops.embedded import EmbeddedRedis, find_redis_server
 
 MASTERS = 3
 READY_TIMEOUT_S = 20

@@ -12,12 +12,12 @@ from asgi_lifespan import LifespanManager
 from fakeredis.commands_mixins.scripting_mixin import ScriptingCommandsMixin
 from starlette.types import ASGIApp
 
-from sprockets_cache import keys
-from sprockets_cache.app import create_app
-from sprockets_cache.connections import Client, connect
-from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.http.app import create_app
+from sprockets_cache.ops.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import Store
+from sprockets_cache.store import keys
+from sprockets_cache.store.connections import Client, connect
+from sprockets_cache.store.store import Store
 from tests.cluster import local_cluster
 
 # The Redis timeout of the tests' own clients and of the concurrency tests' app, in seconds.

@@ -19,8 +19,8 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
-from sprockets_cache.embedded import EmbeddedRedis
-from sprockets_cache.security import new_key
+from sprockets_cache.http.security import new_key
+from sprockets_cache.ops.embedded import EmbeddedRedis
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 30.0

@@ -12,7 +12,7 @@ import orjson
 
 from sprockets_cache.errors import NotFound
 from sprockets_cache.models import MAX_TIME
-from sprockets_cache.store import Store
+from sprockets_cache.store.store import Store
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
 CREATORS = 3

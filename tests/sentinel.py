@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from sprockets_cache.embedded import HOST, EmbeddedRedis, find_redis_server
+from sprockets_cache.ops.embedded import HOST, EmbeddedRedis, find_redis_server
 
 MASTER_NAME = "sprockets"
 SENTINELS = 3

@@ -1,7 +1,7 @@
 import pytest
 
 from sprockets_cache import access
-from sprockets_cache.app import create_app
+from sprockets_cache.http.app import create_app
 from sprockets_cache.settings import Settings, SettingsError
 
 A, B = "a" * 64, "b" * 64

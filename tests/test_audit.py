@@ -2,10 +2,10 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from sprockets_cache import audit
-from sprockets_cache.connections import Client
-from sprockets_cache.security import new_key
+from sprockets_cache.http.security import new_key
 from sprockets_cache.settings import Settings
+from sprockets_cache.store import audit
+from sprockets_cache.store.connections import Client
 from tests.test_security import SPROCKET, serve
 
 ADMIN_KEY, ADMIN_DIGEST = new_key()

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import redis
 
-from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.ops.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).parent.parent
 FACTORY_SEED = "seeds/seed_factory_data.json"
@@ -167,13 +167,13 @@ def test_serve_with_a_bad_port_or_worker_count_is_a_usage_error(
 
 
 class Run:
-    """`python -m sprockets_cache run` in `workdir`, its log in run.log."""
+    """`python -m sprockets_cache run` (or `python ARGS`) in `workdir`, its log in run.log."""
 
-    def __init__(self, workdir: Path, port: int, **env: str) -> None:
+    def __init__(self, workdir: Path, port: int, *args: str, **env: str) -> None:
         self.log = workdir / f"run-{time.monotonic_ns()}.log"
         with self.log.open("w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "sprockets_cache", "run"],
+                [sys.executable, *(args or ("-m", "sprockets_cache", "run"))],
                 cwd=workdir,
                 env=environment(PORT=str(port), **env),
                 stdout=log,
@@ -294,6 +294,16 @@ def test_run_with_redis_url_serves_that_redis_and_says_which_seed_files_are_miss
     assert f"no seed file at {elsewhere / FACTORY_SEED}" in log
     assert "embedded Redis" not in log
     assert not (elsewhere / "data").exists()
+
+
+@pytest.mark.timeout(120)
+def test_uvicorn_serves_the_app_at_the_path_the_docs_give(workdir: Path, redis_url: str, run_in: list[Run]) -> None:
+    port = free_port()
+    run_in.append(
+        Run(workdir, port, "-m", "uvicorn", "sprockets_cache.app:app", "--port", str(port), REDIS_URL=redis_url)
+    )
+    run_in[0].wait_until_serving()
+    assert httpx.get(f"{run_in[0].url}/api/v1/sprockets", timeout=10).json() == {"sprockets": [], "next_cursor": None}
 
 
 def test_serve_with_a_bad_key_entry_exits_2_with_one_line_naming_its_position(tmp_path: Path) -> None:

@@ -2,10 +2,10 @@
 
 import redis
 
-from sprockets_cache import keys
-from sprockets_cache.connections import connect
-from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.ops.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
+from sprockets_cache.store import keys
+from sprockets_cache.store.connections import connect
 from tests.conftest import serve
 
 CHART = {"sprocket_production_actual": [1, 2], "sprocket_production_goal": [1, 2], "time": [10, 7300]}

@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from sprockets_cache import seed
-from sprockets_cache.connections import connect
-from sprockets_cache.embedded import EmbeddedRedis
-from sprockets_cache.store import Store
+from sprockets_cache.ops import seed
+from sprockets_cache.ops.embedded import EmbeddedRedis
+from sprockets_cache.store.connections import connect
+from sprockets_cache.store.store import Store
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():

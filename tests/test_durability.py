@@ -9,12 +9,12 @@ import httpx
 import orjson
 import pytest
 
-from sprockets_cache.app import create_app
-from sprockets_cache.connections import connect
-from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.http.app import create_app
 from sprockets_cache.models import MAX_TIME
+from sprockets_cache.ops.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import Store
+from sprockets_cache.store.connections import connect
+from sprockets_cache.store.store import Store
 from tests.conftest import lifespan
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}

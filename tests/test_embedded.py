@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from sprockets_cache.embedded import EmbeddedRedis, find_redis_server
+from sprockets_cache.ops.embedded import EmbeddedRedis, find_redis_server
 
 needs_redis_server = pytest.mark.redis_server
 

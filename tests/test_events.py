@@ -15,13 +15,13 @@ import pytest
 import redis.asyncio as redis
 import uvicorn
 
-from sprockets_cache import events
-from sprockets_cache.app import create_app
-from sprockets_cache.connections import Client, connect, connect_subscribers
-from sprockets_cache.embedded import EmbeddedRedis
-from sprockets_cache.points import buckets, by_time
+from sprockets_cache.http import events
+from sprockets_cache.http.app import create_app
+from sprockets_cache.ops.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import Store
+from sprockets_cache.store.connections import Client, connect, connect_subscribers
+from sprockets_cache.store.points import buckets, by_time
+from sprockets_cache.store.store import Store
 
 CHART = {"sprocket_production_actual": [30, 31], "sprocket_production_goal": [32, 32], "time": [1000, 1060]}
 # Generous: an event arrives in milliseconds; a lost one would never come. (Timings are for make bench.)

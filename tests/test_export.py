@@ -6,9 +6,9 @@ import httpx
 import orjson
 import pytest
 
-from sprockets_cache.connections import connect
-from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.ops.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
+from sprockets_cache.store.connections import connect
 from tests.conftest import serve
 from tests.test_cli import ROOT, cli
 

@@ -6,7 +6,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sprockets_cache.connections import Client
+from sprockets_cache.store.connections import Client
 
 URL = "/api/v1/factories"
 SEED = json.loads((Path(__file__).parent.parent / "seeds" / "seed_factory_data.json").read_text())

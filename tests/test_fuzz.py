@@ -9,7 +9,7 @@ import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sprockets_cache.app import create_app
+from sprockets_cache.http.app import create_app
 from sprockets_cache.settings import Settings
 from tests.conftest import keyspace, lifespan
 

@@ -29,15 +29,15 @@ async def test_the_page_is_html_that_runs_only_scripts_from_this_origin(api: htt
 async def test_the_page_files_are_served_from_the_package(api: httpx.AsyncClient, path: str) -> None:
     response = await api.get(f"/static/{path}")
     assert response.status_code == 200
-    assert response.content == files("sprockets_cache").joinpath(f"dashboard/{path}").read_bytes()
+    assert response.content == files("sprockets_cache.http").joinpath(f"dashboard/{path}").read_bytes()
 
 
 async def test_a_file_outside_the_dashboard_is_404(api: httpx.AsyncClient) -> None:
-    assert (await api.get("/static/../store.py")).status_code == 404
+    assert (await api.get("/static/../app.py")).status_code == 404
     assert (await api.get("/static/nothing.js")).status_code == 404
 
 
 def test_the_vendored_chart_library_loads_nothing_from_elsewhere() -> None:
-    script = files("sprockets_cache").joinpath("dashboard/uplot/uPlot.iife.min.js").read_text()
+    script = files("sprockets_cache.http").joinpath("dashboard/uplot/uPlot.iife.min.js").read_text()
     assert "fetch(" not in script
     assert "XMLHttpRequest" not in script

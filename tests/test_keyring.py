@@ -5,10 +5,10 @@ import fakeredis
 import orjson
 import pytest
 
-from sprockets_cache import keyring, keys
-from sprockets_cache.connections import Client
-from sprockets_cache.keyring import Keyring
-from sprockets_cache.security import new_key
+from sprockets_cache.http.security import new_key
+from sprockets_cache.store import keyring, keys
+from sprockets_cache.store.connections import Client
+from sprockets_cache.store.keyring import Keyring
 from tests.conftest import PATIENT_S
 
 ENVIRONMENT = {"e" * 64: frozenset({"admin"})}

@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 import redis
 
-from sprockets_cache import keys, migration
-from sprockets_cache.app import create_app
-from sprockets_cache.connections import Client, connect
-from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.http.app import create_app
+from sprockets_cache.ops import migration
+from sprockets_cache.ops.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import Store
+from sprockets_cache.store import keys, schema
+from sprockets_cache.store.connections import Client, connect
+from sprockets_cache.store.store import Store
 from tests.conftest import lifespan, serve
 from tests.test_cli import ROOT, cli
 
@@ -101,8 +102,8 @@ async def test_a_migration_cut_short_finishes_on_a_rerun_with_nothing_lost_or_do
     with pytest.raises(redis.ConnectionError):
         await migration.migrate(Store(redis_client), print)
     assert await redis_client.get(keys.SCHEMA) is None  # not done: start-up still refuses
-    with pytest.raises(migration.OutdatedStore):
-        await migration.check(Store(redis_client))
+    with pytest.raises(schema.OutdatedStore):
+        await schema.check(Store(redis_client))
 
     monkeypatch.setattr(migration, "_convert", convert)
     done = await migration.migrate(Store(redis_client), lambda line: None)
@@ -114,7 +115,7 @@ async def test_a_migration_cut_short_finishes_on_a_rerun_with_nothing_lost_or_do
 async def test_the_app_refuses_to_start_on_the_first_format_naming_the_command(redis_client: Client) -> None:
     await write_first_format(redis_client)
     app = create_app(Settings(), redis_client)
-    with pytest.raises(migration.OutdatedStore, match="python -m sprockets_cache migrate"):
+    with pytest.raises(schema.OutdatedStore, match="python -m sprockets_cache migrate"):
         async with lifespan(app):
             pass
 
@@ -127,8 +128,8 @@ async def test_the_app_refuses_to_start_on_the_first_format_naming_the_command(r
 
 async def test_a_newer_format_is_refused_by_start_up_and_migrate(redis_client: Client) -> None:
     await redis_client.set(keys.SCHEMA, 3)
-    for refused in (migration.check(Store(redis_client)), migration.migrate(Store(redis_client), print)):
-        with pytest.raises(migration.OutdatedStore, match="format 3, written by a newer version"):
+    for refused in (schema.check(Store(redis_client)), migration.migrate(Store(redis_client), print)):
+        with pytest.raises(schema.OutdatedStore, match="format 3, written by a newer version"):
             await refused
 
 
@@ -136,10 +137,10 @@ async def test_a_store_without_factories_needs_no_migration_and_its_first_factor
     redis_client: Client,
 ) -> None:
     store = Store(redis_client)
-    await migration.check(store)
+    await schema.check(store)
     await store.create_factory(await store.new_factory_ids(), "New", {})
     assert await redis_client.get(keys.SCHEMA) == b"2"
-    await migration.check(store)
+    await schema.check(store)
 
 
 @pytest.mark.redis_server

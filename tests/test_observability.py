@@ -2,9 +2,9 @@ import json
 
 import httpx
 
-from sprockets_cache.app import create_app
-from sprockets_cache.connections import Client
+from sprockets_cache.http.app import create_app
 from sprockets_cache.settings import Settings
+from sprockets_cache.store.connections import Client
 from tests.conftest import lifespan
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}

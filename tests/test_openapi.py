@@ -17,8 +17,8 @@ from openapi_spec_validator import validate
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from sprockets_cache import docs, events, openapi
-from sprockets_cache.app import create_app
+from sprockets_cache.http import docs, events, openapi, openapi_components
+from sprockets_cache.http.app import create_app
 from sprockets_cache.models import SprocketIn
 from sprockets_cache.settings import Settings
 from tests.conftest import lifespan
@@ -69,8 +69,8 @@ async def test_every_route_is_documented_and_nothing_else() -> None:
 def test_the_request_schemas_are_the_models_own() -> None:
     schemas = openapi.document()["components"]["schemas"]
     assert schemas["SprocketIn"] == SprocketIn.model_json_schema()
-    for model in openapi.REQUEST_MODELS:
-        schema = model.model_json_schema(ref_template=openapi.REF)
+    for model in openapi_components.REQUEST_MODELS:
+        schema = model.model_json_schema(ref_template=openapi_components.REF)
         schema.pop("$defs", None)
         assert schemas[model.__name__] == schema
 
@@ -86,7 +86,7 @@ def test_every_operation_has_an_id_and_every_reference_resolves() -> None:
 
 
 def test_last_event_id_is_documented_as_the_events_stream_reads_it() -> None:
-    assert openapi.EVENT_ID == f"^({events._EVENT_ID.pattern})?$"
+    assert openapi_components.EVENT_ID == f"^({events._EVENT_ID.pattern})?$"
 
 
 @pytest.mark.parametrize(
@@ -102,7 +102,7 @@ def test_last_event_id_is_documented_as_the_events_stream_reads_it() -> None:
 async def test_query_bounds_in_the_document_are_the_ones_enforced(
     client: httpx.AsyncClient, url: str, parameter: str
 ) -> None:
-    schema = openapi.PARAMETERS[parameter]["schema"]
+    schema = openapi_components.PARAMETERS[parameter]["schema"]
     low, high = schema["minimum"], schema["maximum"]
     for value in (low, high):
         assert (await client.get(url, params={parameter: value})).status_code == 200, value
@@ -112,7 +112,7 @@ async def test_query_bounds_in_the_document_are_the_ones_enforced(
 
 def _header(name: str) -> st.SearchStrategy[bytes]:
     """Values of a header parameter the document allows, as the bytes a client sends."""
-    pattern = openapi.PARAMETERS[name]["schema"]["pattern"]
+    pattern = openapi_components.PARAMETERS[name]["schema"]["pattern"]
     return st.from_regex(pattern, fullmatch=True).map(lambda value: value.encode("latin-1"))
 
 
@@ -189,7 +189,7 @@ async def test_docs_serve_only_the_files_the_page_needs(client: httpx.AsyncClien
 
 
 def test_docs_js_ships_in_the_package() -> None:
-    assert files("sprockets_cache").joinpath("static/docs.js").is_file()
+    assert files("sprockets_cache.http").joinpath("static/docs.js").is_file()
 
 
 def test_with_api_keys_the_document_says_writes_need_one_and_reads_do_not() -> None:

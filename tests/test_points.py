@@ -11,12 +11,12 @@ import redis.exceptions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sprockets_cache import ranges
-from sprockets_cache.connections import Client, connect
-from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.models import MAX_COUNT, MAX_TIME
-from sprockets_cache.points import NUMPY_FROM, Bucket, Buckets, buckets, by_time, parse
-from sprockets_cache.store import Store
+from sprockets_cache.ops.embedded import EmbeddedRedis
+from sprockets_cache.store import ranges
+from sprockets_cache.store.connections import Client, connect
+from sprockets_cache.store.points import NUMPY_FROM, Bucket, Buckets, buckets, by_time, parse
+from sprockets_cache.store.store import Store
 
 Point = tuple[int, int, int]
 # Mostly a few neighbouring hour buckets, so writes land in, before, after and between stored points.

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from sprockets_cache import seed
-from sprockets_cache.connections import connect
-from sprockets_cache.embedded import EmbeddedRedis
-from sprockets_cache.store import Store
+from sprockets_cache.ops import seed
+from sprockets_cache.ops.embedded import EmbeddedRedis
+from sprockets_cache.store.connections import connect
+from sprockets_cache.store.store import Store
 from tests.cluster import find_redis_cli
 
 ROOT = Path(__file__).parent.parent

@@ -11,10 +11,10 @@ import httpx
 import pytest
 import redis
 
-from sprockets_cache.app import create_app
-from sprockets_cache.connections import connect
-from sprockets_cache.embedded import EmbeddedRedis
+from sprockets_cache.http.app import create_app
+from sprockets_cache.ops.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
+from sprockets_cache.store.connections import connect
 from tests.conftest import keyspace, lifespan
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}

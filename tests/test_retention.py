@@ -16,15 +16,17 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sprockets_cache import events, export, keys, seed
-from sprockets_cache.connections import Client, connect
-from sprockets_cache.embedded import EmbeddedRedis
 from sprockets_cache.errors import BeforeRawWindow
+from sprockets_cache.http import events
 from sprockets_cache.models import MAX_COUNT, MAX_TIME
-from sprockets_cache.points import buckets, by_time
+from sprockets_cache.ops import export, seed
+from sprockets_cache.ops.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import Store
-from sprockets_cache.streams import Event
+from sprockets_cache.store import keys
+from sprockets_cache.store.connections import Client, connect
+from sprockets_cache.store.points import buckets, by_time
+from sprockets_cache.store.store import Store
+from sprockets_cache.store.streams import Event
 from tests.conftest import keyspace, serve
 from tests.test_cli import cli
 from tests.test_seed import dying_on_chunk, factory_file

@@ -6,12 +6,12 @@ from contextlib import AsyncExitStack
 import httpx
 import pytest
 
-from sprockets_cache import keyring
-from sprockets_cache.app import create_app
-from sprockets_cache.connections import Client, connect
-from sprockets_cache.embedded import EmbeddedRedis
-from sprockets_cache.security import digest, new_key
+from sprockets_cache.http.app import create_app
+from sprockets_cache.http.security import digest, new_key
+from sprockets_cache.ops.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
+from sprockets_cache.store import keyring
+from sprockets_cache.store.connections import Client, connect
 from tests.conftest import PATIENT_S, keyspace, lifespan
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}

@@ -11,11 +11,12 @@ import orjson
 import pytest
 import redis.asyncio as redis
 
-from sprockets_cache import keys, seed
-from sprockets_cache.connections import Client
-from sprockets_cache.points import Buckets
-from sprockets_cache.seed import SeedError
-from sprockets_cache.store import Store
+from sprockets_cache.ops import seed
+from sprockets_cache.ops.seed import SeedError
+from sprockets_cache.store import keys
+from sprockets_cache.store.connections import Client
+from sprockets_cache.store.points import Buckets
+from sprockets_cache.store.store import Store
 from tests.conftest import keyspace
 
 SEEDS = Path(__file__).parent.parent / "seeds"

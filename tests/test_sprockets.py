@@ -4,8 +4,8 @@ from typing import Any
 import httpx
 import pytest
 
-from sprockets_cache.connections import Client
 from sprockets_cache.settings import Settings
+from sprockets_cache.store.connections import Client
 from tests.conftest import serve
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}

@@ -11,9 +11,9 @@ import httpx
 import pytest
 import redis
 
-from sprockets_cache.app import create_app
-from sprockets_cache.embedded import EmbeddedRedis
-from sprockets_cache.security import digest
+from sprockets_cache.http.app import create_app
+from sprockets_cache.http.security import digest
+from sprockets_cache.ops.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
 from tests.conftest import lifespan
 

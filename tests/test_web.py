@@ -4,7 +4,7 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from sprockets_cache import events
+from sprockets_cache.http import events
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
 URL = "/api/v1/sprockets"

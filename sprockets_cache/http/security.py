@@ -9,14 +9,14 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sprockets_cache import access
-from sprockets_cache.audit import AuditTrail
 from sprockets_cache.clock import now
-from sprockets_cache.connections import ERROR_REPLIES, UNAVAILABLE_OR_LATE, refusal
-from sprockets_cache.keyring import Keyring, key_id
-from sprockets_cache.observability import REQUEST_ID
-from sprockets_cache.problems import problem_response
+from sprockets_cache.http.observability import REQUEST_ID
+from sprockets_cache.http.problems import problem_response
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import Store
+from sprockets_cache.store.audit import AuditTrail
+from sprockets_cache.store.connections import ERROR_REPLIES, UNAVAILABLE_OR_LATE, refusal
+from sprockets_cache.store.keyring import Keyring, key_id
+from sprockets_cache.store.store import Store
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # HTML pages load their scripts and styles from this origin only: no inline script.

@@ -15,11 +15,11 @@ STATIC = "/static"
 
 
 def routes() -> list[BaseRoute]:
-    page = files("sprockets_cache").joinpath("dashboard/index.html").read_bytes()
+    page = files("sprockets_cache.http").joinpath("dashboard/index.html").read_bytes()
 
     async def dashboard(request: Request) -> Response:
         # no-cache: a browser revalidates, so a new release's page is seen at once.
         return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
-    assets = StaticFiles(packages=[("sprockets_cache", "dashboard")])
+    assets = StaticFiles(packages=[("sprockets_cache.http", "dashboard")])
     return [Route("/", dashboard), Mount(STATIC, assets, name="static")]

@@ -118,6 +118,13 @@ def _sentinel_master(url: str, sentinels: Sequence[str], master: str, timeout_s:
     return client
 
 
+async def command(client: Client, *args: Any) -> Any:
+    """A command that needs no response callback: by `execute` on one Redis, by redis-py on a cluster."""
+    if isinstance(client, RedisCluster):
+        return await client.execute_command(*args)
+    return await execute(client, *args)
+
+
 async def execute(client: redis.Redis, *args: Any) -> Any:
     """One command on a connection of `client`'s pool, with the client's retry on a dropped connection,
     but not the rest of what redis-py's execute_command puts around each call (a closure for the retry,

@@ -1,13 +1,18 @@
 """The Lua scripts of lua/, and how the store runs them."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.resources import files
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
-from sprockets_cache.connections import Client, execute, execute_and_wait
+from sprockets_cache.store.connections import Client, execute, execute_and_wait
+
+
+def flat(pairs: Mapping[str, Any]) -> list[Any]:
+    """A mapping as a script takes it in ARGV: name, value, name, value..."""
+    return [item for pair in pairs.items() for item in pair]
 
 
 class Script:
@@ -20,7 +25,7 @@ class Script:
 
     def __init__(self, client: Client, name: str, replicas: int = 0, wait_ms: int = 0) -> None:
         self.client = None if isinstance(client, RedisCluster) else client
-        self.script = client.register_script(files("sprockets_cache").joinpath(f"lua/{name}.lua").read_text())
+        self.script = client.register_script(files("sprockets_cache.store").joinpath(f"lua/{name}.lua").read_text())
         self.replicas, self.wait_ms = replicas, wait_ms
 
     async def __call__(self, keys: Sequence[Any], args: Sequence[Any], client: Any = None, wait: bool = True) -> Any:

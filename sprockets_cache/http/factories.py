@@ -5,10 +5,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sprockets_cache.models import ChartData, FactoryIn
-from sprockets_cache.points import Columns, buckets, by_time
-from sprockets_cache.problems import Problem
-from sprockets_cache.web import (
+from sprockets_cache.http.problems import Problem
+from sprockets_cache.http.web import (
     bucket_width,
     etag,
     idempotent,
@@ -23,6 +21,8 @@ from sprockets_cache.web import (
     validate,
     versioned_response,
 )
+from sprockets_cache.models import ChartData, FactoryIn
+from sprockets_cache.store.points import Columns, buckets, by_time
 
 
 def _check_point_count(request: Request, chart_data: Any) -> None:

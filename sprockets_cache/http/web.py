@@ -15,10 +15,10 @@ from starlette.responses import Response
 
 from sprockets_cache.deadlines import Deadlines
 from sprockets_cache.errors import IdempotencyInProgress, IdempotencyKeyReused
+from sprockets_cache.http.problems import Problem
 from sprockets_cache.models import MAX_ID, MAX_TIME, error_list, validated
-from sprockets_cache.problems import Problem
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import Store
+from sprockets_cache.store.store import Store
 
 Model = TypeVar("Model", bound=BaseModel)
 

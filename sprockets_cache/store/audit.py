@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator
 import orjson
 import redis.asyncio as redis
 
-from sprockets_cache import keys
-from sprockets_cache.connections import Client
-from sprockets_cache.scripts import Script
+from sprockets_cache.store import keys
+from sprockets_cache.store.connections import Client
+from sprockets_cache.store.scripts import Script
 
 log = logging.getLogger(__name__)
 

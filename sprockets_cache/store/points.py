@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy
 import orjson
 
-from sprockets_cache.keys import BUCKET_WIDTH_S
+from sprockets_cache.store.keys import BUCKET_WIDTH_S
 
 # From this many points on, reads parse with numpy (BENCHMARKS.md): each numpy call costs microseconds
 # when its code is not in the CPU's caches, as between a server's requests, so small reads use orjson.

@@ -12,7 +12,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
-from sprockets_cache.web import JSON
+from sprockets_cache.http.web import JSON
 
 STATIC = "/docs/static"
 # What the page loads: Swagger UI's files and our docs.js, nothing else from either directory.
@@ -49,5 +49,5 @@ def routes(document: bytes) -> list[BaseRoute]:
     async def docs(request: Request) -> Response:
         return HTMLResponse(PAGE)
 
-    assets = _Assets(directory=str(swagger_ui_path), packages=[("sprockets_cache", "static")])
+    assets = _Assets(directory=str(swagger_ui_path), packages=[("sprockets_cache.http", "static")])
     return [Route("/openapi.json", openapi), Route("/docs", docs), Mount(STATIC, assets)]

@@ -1,40 +1,21 @@
-"""The store's format, and the conversion of its first format's points into sorted sets.
+"""The conversion of the store's first format's points into sorted sets (see store/schema.py).
 
-Format 1 (no `keys.SCHEMA` key) kept each bucket of points as a string of packed 10-byte records;
-format 2 keeps sorted sets a person can read (points.py). `migrate` converts bucket by bucket, each
-in one Lua step that leaves a converted bucket alone, so a conversion cut short (killed, Redis gone)
-finishes on a rerun, with nothing lost or doubled; the version key is written only at the end.
-Versions (ETags) and event streams are kept: the points are the same.
+`migrate` converts bucket by bucket, each in one Lua step that leaves a converted bucket alone, so a
+conversion cut short (killed, Redis gone) finishes on a rerun, with nothing lost or doubled; the
+version key is written only at the end. Versions (ETags) and event streams are kept: the points are
+the same.
 """
 
 import asyncio
 from collections.abc import Callable
 
-from sprockets_cache import keys
-from sprockets_cache.scripts import Script
-from sprockets_cache.store import Store
+from sprockets_cache.store import keys
+from sprockets_cache.store.schema import SCHEMA_VERSION, OutdatedStore, check, version
+from sprockets_cache.store.scripts import Script
+from sprockets_cache.store.store import Store
 
-SCHEMA_VERSION = keys.SCHEMA_VERSION
-MIGRATE_COMMAND = "python -m sprockets_cache migrate"
 # Buckets converted at once: each is one script call of a millisecond or less.
 BUCKETS_AT_ONCE = 50
-
-
-class OutdatedStore(Exception):
-    """The store's points are in a format this version does not read."""
-
-
-async def check(store: Store) -> None:
-    """Start-up: OutdatedStore unless the store is in this version's format or holds no factory yet."""
-    version = await _version(store)
-    if version == SCHEMA_VERSION or (version is None and not await store.redis.exists(keys.FACTORY_INDEX)):
-        return
-    if version is None:
-        raise OutdatedStore(
-            "the store holds production points in the packed format of an earlier version; "
-            f"convert them with `{MIGRATE_COMMAND}` (same REDIS_URL), then start again"
-        )
-    raise OutdatedStore(f"the store is in format {version}, written by a newer version; this one reads format 2")
 
 
 async def migrate(store: Store, progress: Callable[[str], None]) -> str:
@@ -43,7 +24,7 @@ async def migrate(store: Store, progress: Callable[[str], None]) -> str:
         await check(store)
         return f"the store is in format {SCHEMA_VERSION}: nothing to convert"
     except OutdatedStore:
-        if await _version(store) is not None:
+        if await version(store) is not None:
             raise  # a newer format
     convert = Script(store.redis, "bucket_convert")
     factories = buckets = points = 0
@@ -63,11 +44,6 @@ async def migrate(store: Store, progress: Callable[[str], None]) -> str:
         f"converted {points} points in {buckets} buckets of {factories} factories; "
         f"the store is in format {SCHEMA_VERSION}"
     )
-
-
-async def _version(store: Store) -> int | None:
-    version = await store.redis.get(keys.SCHEMA)
-    return None if version is None else int(version)
 
 
 async def _convert(convert: Script, factory_id: int, bucket: int) -> int:

@@ -19,7 +19,7 @@ SPROCKET_INDEX = f"{PREFIX}{SPROCKET_TAG}:index"
 FACTORY_NEXT_ID = f"{PREFIX}{FACTORY_TAG}:next_id"
 FACTORY_INDEX = f"{PREFIX}{FACTORY_TAG}:index"
 SEEDS = f"{PREFIX}seeds"
-# The store's format: SCHEMA_VERSION, set when the first factory is created (see migration.py).
+# The store's format: SCHEMA_VERSION, set when the first factory is created (see schema.py).
 SCHEMA = f"{PREFIX}schema"
 SCHEMA_VERSION = 2
 

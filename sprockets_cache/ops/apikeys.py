@@ -13,10 +13,11 @@ from typing import Any
 
 import redis.asyncio as redis
 
-from sprockets_cache import access, keyring
-from sprockets_cache.connections import connect, redacted
-from sprockets_cache.security import new_key
+from sprockets_cache import access
+from sprockets_cache.http.security import new_key
 from sprockets_cache.settings import Settings
+from sprockets_cache.store import keyring
+from sprockets_cache.store.connections import connect, redacted
 
 # A revoke names a key by at least this many leading hex digits of its digest.
 MIN_PREFIX = 6

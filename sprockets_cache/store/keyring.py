@@ -16,10 +16,11 @@ from typing import Any
 import orjson
 import redis.asyncio as redis
 
-from sprockets_cache import access, keys
+from sprockets_cache import access
 from sprockets_cache.clock import now
-from sprockets_cache.connections import Client
-from sprockets_cache.scripts import Script
+from sprockets_cache.store import keys
+from sprockets_cache.store.connections import Client
+from sprockets_cache.store.scripts import Script
 
 log = logging.getLogger(__name__)
 

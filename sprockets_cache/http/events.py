@@ -18,13 +18,13 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sprockets_cache.connections import UNAVAILABLE_OR_LATE
 from sprockets_cache.errors import TooManyPoints
-from sprockets_cache.problems import Problem
+from sprockets_cache.http.problems import Problem
+from sprockets_cache.http.web import path_id, settings, store
 from sprockets_cache.settings import Settings
-from sprockets_cache.store import Store
-from sprockets_cache.streams import Event, Subscriber
-from sprockets_cache.web import path_id, settings, store
+from sprockets_cache.store.connections import UNAVAILABLE_OR_LATE
+from sprockets_cache.store.store import Store
+from sprockets_cache.store.streams import Event, Subscriber
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Any
 
-from sprockets_cache.points import Columns
+from sprockets_cache.store.points import Columns
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ from typing import BinaryIO
 import orjson
 
 from sprockets_cache.models import MAX_TIME
-from sprockets_cache.points import Columns
-from sprockets_cache.records import Factory
-from sprockets_cache.store import Store
+from sprockets_cache.store.points import Columns
+from sprockets_cache.store.records import Factory
+from sprockets_cache.store.store import Store
 
 SPROCKETS_PER_PAGE = 1000
 # A read of a factory's raw points finds its raw window moved since its spans were read (a write

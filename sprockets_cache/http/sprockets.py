@@ -5,10 +5,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sprockets_cache.errors import VersionMismatch
-from sprockets_cache.models import SprocketIn, SprocketPatch, fields
-from sprockets_cache.problems import Problem
-from sprockets_cache.store import SPROCKET_FIELDS
-from sprockets_cache.web import (
+from sprockets_cache.http.problems import Problem
+from sprockets_cache.http.web import (
     JSON,
     idempotent,
     if_match,
@@ -21,6 +19,8 @@ from sprockets_cache.web import (
     validate,
     versioned_response,
 )
+from sprockets_cache.models import SprocketIn, SprocketPatch, fields
+from sprockets_cache.store.sprockets import SPROCKET_FIELDS
 
 MERGE_PATCH = "application/merge-patch+json"
 # A PATCH re-reads and re-applies itself this often when other writers keep winning the race.

@@ -5,12 +5,12 @@ from typing import Any
 
 import redis.exceptions
 
-from sprockets_cache import keys
-from sprockets_cache.connections import Client, transaction
 from sprockets_cache.errors import TooManyPoints
-from sprockets_cache.keys import BUCKET_WIDTH_S
-from sprockets_cache.points import parse, parse_spans
-from sprockets_cache.records import Factory
+from sprockets_cache.store import keys
+from sprockets_cache.store.connections import Client, transaction
+from sprockets_cache.store.keys import BUCKET_WIDTH_S
+from sprockets_cache.store.points import parse, parse_spans
+from sprockets_cache.store.records import Factory
 
 # Past this many points factory_read.lua leaves the reading to factory(): measured, the two cost
 # about the same here, the script's CPU in Redis and the transaction's round trip and Python.

@@ -8,9 +8,9 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 
-from sprockets_cache import keys
-from sprockets_cache.connections import EVENTS_BLOCK_MS
 from sprockets_cache.errors import NotFound, SubscribersFull
+from sprockets_cache.store import keys
+from sprockets_cache.store.connections import EVENTS_BLOCK_MS
 
 # Events one read returns at most: a subscriber far behind catches up in steps.
 EVENTS_PER_READ = 100

@@ -31,8 +31,8 @@ from pydantic import BaseModel, ValidationError
 from sprockets_cache.clock import now
 from sprockets_cache.errors import BeforeRawWindow
 from sprockets_cache.models import MAX_ID, FactoryIn, SprocketIn, validated
-from sprockets_cache.points import Buckets, buckets, by_time, count
-from sprockets_cache.store import Store
+from sprockets_cache.store.points import Buckets, buckets, by_time, count
+from sprockets_cache.store.store import Store
 
 Progress = Callable[[str], None]
 

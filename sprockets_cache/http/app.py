@@ -211,6 +211,7 @@ def create_app(
                 await own_subscribers.aclose()
             if access_log is not None:
                 access_log.flush()
+            metrics.stopped()
 
     api = "/api/v1"
     # The router tries routes in order: the busiest first.

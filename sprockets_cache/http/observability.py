@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -92,6 +92,11 @@ class Metrics:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return registry
+
+    def stopped(self) -> None:
+        """At shutdown: with several workers, this one's live gauges leave the sums /metrics shows."""
+        if MULTIPROCESS_DIR in os.environ:
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     def observe(self, method: str, route: str, status: int, duration_s: float) -> None:
         series = self._series.get((method, route, status))

@@ -71,9 +71,9 @@ async def list_factories(request: Request) -> Response:
             held[factory_id] = body
         return body is not None
 
-    page_, last_id = await store(request).list_stamped_factories(after, limit, first, last, most, holds)
+    listed, last_id = await store(request).list_stamped_factories(after, limit, first, last, most, holds)
     items: list[Any] = []
-    for factory_id, stamp, factory in page_:
+    for factory_id, stamp, factory in listed:
         if factory is None:
             items.append(orjson.Fragment(held[factory_id]))
             continue

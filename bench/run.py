@@ -136,8 +136,9 @@ def compare(
     return [report.Comparison(name, *runs[name], p99_has_target=name.startswith("GET")) for name, *_ in endpoints]
 
 
-def measure_points(api: servers.Server, redis_url: str, args: argparse.Namespace) -> dict[str, float]:
-    """Ingestion, memory per point and range reads on one factory of `args.points` points."""
+def measure_points(api: servers.Server, redis_url: str, tmp: Path, args: argparse.Namespace) -> dict[str, float]:
+    """Ingestion, memory per point and range reads on one factory of `args.points` points: repeated
+    through `api` (answered from its read cache), and cold through an API with the cache off."""
     factory_id = workloads.create_factory(api.url, f"{args.points:,} points")
     before = workloads.used_memory(redis_url)
     points_s = workloads.ingest(api.url, factory_id, args.points, args.batch, args.in_flight)
@@ -149,18 +150,28 @@ def measure_points(api: servers.Server, redis_url: str, args: argparse.Namespace
     low, high = workloads.time_of(first), workloads.time_of(first + RANGE_POINTS - 1)
     if workloads.count_points(api.url, factory_id, low, high) != RANGE_POINTS:
         raise RuntimeError(f"from={low}&to={high} does not select {RANGE_POINTS} points")
-    for attempt in range(1, args.single_retries + 2):
-        ranged = servers.measured_wrk(api, f"/api/v1/factories/{factory_id}?from={low}&to={high}", RANGE_S)
-        _say(f"range read: {ranged.requests_s:,.0f} req/s, p99 {ranged.p99_ms:.2f} ms, steal {ranged.steal_cores:.2f}")
-        if not _set_aside("range read", ranged.steal_cores, attempt, args, args.single_retries):
-            break
+    path = f"/api/v1/factories/{factory_id}?from={low}&to={high}"
+    repeated = _range_read(api, path, "repeat range read", args)
+    with servers.serve_api(redis_url, tmp, api.redis_pid, name="api-cold", env={"READ_CACHE_MB": "0"}) as cold_api:
+        cold = _range_read(cold_api, path, "cold range read (cache off)", args)
     return {
         "points_s": points_s,
         "bytes_per_point": grown / args.points,
         "key_bytes_per_point": workloads.factory_key_bytes(redis_url, factory_id) / args.points,
-        "range_req_s": ranged.requests_s,
-        "range_p99_ms": ranged.p99_ms,
+        "range_req_s": cold.requests_s,
+        "range_p99_ms": cold.p99_ms,
+        "repeat_range_req_s": repeated.requests_s,
+        "repeat_range_p99_ms": repeated.p99_ms,
     }
+
+
+def _range_read(server: servers.Server, path: str, name: str, args: argparse.Namespace) -> wrk.WrkResult:
+    for attempt in range(1, args.single_retries + 2):
+        ranged = servers.measured_wrk(server, path, RANGE_S)
+        _say(f"{name}: {ranged.requests_s:,.0f} req/s, p99 {ranged.p99_ms:.2f} ms, steal {ranged.steal_cores:.2f}")
+        if not _set_aside(name, ranged.steal_cores, attempt, args, args.single_retries):
+            break
+    return ranged
 
 
 def measure_listing(api: servers.Server, args: argparse.Namespace) -> list[float]:
@@ -252,8 +263,11 @@ def method(args: argparse.Namespace, log_lines: int, slow_fsyncs: int, seed_how:
         f"factory in {args.batch:,}-point POSTs of pre-encoded bodies, {args.in_flight} in flight from one "
         f"httpx client; memory is the growth of `used_memory` over those points (and, as a check, MEMORY "
         f"USAGE of the factory's keys). The range read ({RANGE_S} s of wrk as above) selects {RANGE_POINTS:,} "
-        f"points from that factory. The listing is {args.listing_requests} sequential GETs of "
-        f"{args.factories} factories of {args.factory_points:,} points each. Seeding: {seed_how}. "
+        f"points from that factory, through the first API process, which answers it from its read cache after "
+        f"the first request, then through an API process of its own with the read cache off (each request "
+        f"reads the points from Redis). The listing is {args.listing_requests} sequential GETs of "
+        f"{args.factories} factories of {args.factory_points:,} points each, from the read cache after the first; "
+        f"so is the A/B rows' GET factory (the baseline reads Redis each time). Seeding: {seed_how}. "
         f"**The machine has {os.cpu_count()} cores and the load generators (wrk, the Python "
         f"clients) run on them next to uvicorn and Redis**, so absolute figures are lower than with the "
         f"load on another host; the API/baseline ratios, measured under the same contention, are the "
@@ -295,11 +309,21 @@ def _figure_rows(
             "",
         ],
         report.figure_row(
-            f"Range read, {RANGE_POINTS:,} of {args.points:,} points: req/s (p99 {figures['range_p99_ms']:.1f} ms)",
+            f"Range read, {RANGE_POINTS:,} of {args.points:,} points, read cache off: req/s "
+            f"(p99 {figures['range_p99_ms']:.1f} ms)",
             figures["range_req_s"],
             "req/s",
             RANGE_TARGET,
         ),
+        [
+            f"The same range read again and again, from the read cache: req/s (p99 "
+            f"{figures['repeat_range_p99_ms']:.1f} ms)",
+            report.number(figures["repeat_range_req_s"], "req/s"),
+            "",
+            "",
+            "none: for comparison",
+            "",
+        ],
         report.figure_row(
             f"All factories ({args.factories} x {args.factory_points:,} points): median ms",
             statistics.median(listing),
@@ -331,7 +355,7 @@ def main() -> None:
                 comparisons = compare(api, base, ids, args)
                 cores = meter.cores()
                 _say("cores used during the A/B runs: " + _cores_text(cores))
-                figures = measure_points(api, redis_url, args)
+                figures = measure_points(api, redis_url, tmp, args)
                 figures["a_second_shipped"] = workloads.memory_at_one_point_a_second(redis_url, args.points_a_second)
                 listing = measure_listing(api, args)
                 log_lines = _log_lines(api.log_path)

@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from sprockets_cache.ops.embedded import EmbeddedRedis
+from tests.test_observability import sample
 
 ROOT = Path(__file__).parent.parent
 FACTORY_SEED = "seeds/seed_factory_data.json"
@@ -271,6 +272,12 @@ def test_with_two_workers_metrics_count_the_requests_of_both(workdir: Path, run_
     )
     assert counted, metrics
     assert float(counted[1]) == requests
+    reads = 20
+    for _ in range(reads):
+        assert httpx.get(f"{run.url}/api/v1/factories/1").status_code == 200
+    metrics = httpx.get(f"{run.url}/metrics").text
+    assert sample(metrics, "read_cache_hits_total") + sample(metrics, "read_cache_misses_total") == reads
+    assert sample(metrics, "read_cache_bytes") > 0  # the workers' caches, added up
     assert run.stop(signal.SIGINT) == 0
     assert list(tmp.iterdir()) == []  # the workers' metric files went with the run
 

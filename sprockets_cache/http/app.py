@@ -21,6 +21,7 @@ from sprockets_cache.errors import WriteRefused
 from sprockets_cache.http import docs, events, factories, home, openapi, sprockets
 from sprockets_cache.http.observability import AccessLog, Metrics, RequestObserver, metrics_endpoint
 from sprockets_cache.http.problems import exception_handlers
+from sprockets_cache.http.read_cache import ReadCache
 from sprockets_cache.http.security import Guard, response_headers
 from sprockets_cache.http.web import json_response, store
 from sprockets_cache.settings import Settings
@@ -147,6 +148,7 @@ def create_app(
     or `client` serves them too when it was handed in."""
     settings = settings or Settings.from_env()
     metrics = Metrics()
+    read_cache = ReadCache(int(settings.read_cache_mb * 1024 * 1024), metrics)
     access_log = AccessLog() if settings.access_log else None
     # A deadline fires up to a quarter of the shorter timeout late (at most a quarter second).
     deadlines = Deadlines(min(1.0, settings.redis_timeout_s, settings.body_timeout_s) / 4)
@@ -197,6 +199,7 @@ def create_app(
                     "store": store,
                     "settings": settings,
                     "metrics": metrics,
+                    "read_cache": read_cache,
                     "deadlines": deadlines,
                     "keyring": ring,
                     "audit": trail,
@@ -208,6 +211,7 @@ def create_app(
                 await own_subscribers.aclose()
             if access_log is not None:
                 access_log.flush()
+            metrics.stopped()
 
     api = "/api/v1"
     # The router tries routes in order: the busiest first.

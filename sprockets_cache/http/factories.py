@@ -2,15 +2,20 @@
 
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from sprockets_cache.http import read_cache
 from sprockets_cache.http.problems import Problem
+from sprockets_cache.http.read_cache import ReadCache
 from sprockets_cache.http.web import (
+    JSON,
     bucket_width,
     etag,
     idempotent,
     json_response,
+    not_modified,
     page,
     page_response,
     path_id,
@@ -23,6 +28,7 @@ from sprockets_cache.http.web import (
 )
 from sprockets_cache.models import ChartData, FactoryIn
 from sprockets_cache.store.points import Columns, buckets, by_time
+from sprockets_cache.store.records import Factory, Stamp
 
 
 def _check_point_count(request: Request, chart_data: Any) -> None:
@@ -39,21 +45,77 @@ def _points(chart_data: ChartData | None) -> Columns:
     return by_time(chart_data.time, chart_data.sprocket_production_actual, chart_data.sprocket_production_goal)
 
 
+def _cache(request: Request) -> ReadCache:
+    return request.scope["state"]["read_cache"]  # type: ignore[no-any-return]
+
+
+def _encoded(factory: Factory, bucket_s: int | None) -> bytes:
+    return orjson.dumps(factory.as_json(bucket_s))
+
+
 async def list_factories(request: Request) -> Response:
     after, limit = page(request)
     first, last = time_range(request)
     most = settings(request).max_response_points
     bucket_s = bucket_width(request)
-    factories, last_id = await store(request).list_factories(after, limit, first, last, most)
-    return page_response(request, "factories", [f.as_json(bucket_s) for f in factories], last_id)
+    cache = _cache(request)
+    if not cache.enabled:
+        factories, last_id = await store(request).list_factories(after, limit, first, last, most)
+        return page_response(request, "factories", [f.as_json(bucket_s) for f in factories], last_id)
+    # The same entries as single reads: a factory held at its stamp is not read again.
+    held: dict[int, bytes] = {}
+
+    def holds(factory_id: int, stamp: Stamp) -> bool:
+        body = cache.get(read_cache.key(factory_id, first, last, bucket_s), stamp)
+        if body is not None:
+            held[factory_id] = body
+        return body is not None
+
+    listed, last_id = await store(request).list_stamped_factories(after, limit, first, last, most, holds)
+    items: list[Any] = []
+    for factory_id, stamp, factory in listed:
+        if factory is None:
+            items.append(orjson.Fragment(held[factory_id]))
+            continue
+        body = _encoded(factory, bucket_s)
+        # Kept only when its points are of the stamp read before them (see get_factory).
+        if factory.version == stamp.version:
+            cache.put(read_cache.key(factory_id, first, last, bucket_s), stamp, body)
+        items.append(orjson.Fragment(body))
+    return page_response(request, "factories", items, last_id)
 
 
 async def get_factory(request: Request) -> Response:
     first, last = time_range(request)
     bucket_s = bucket_width(request)
     most = settings(request).max_response_points
-    factory = await store(request).get_factory(path_id(request, "factory_id"), first, last, most)
-    return versioned_response(request, factory.as_json(bucket_s), factory.version)
+    factory_id = path_id(request, "factory_id")
+    cache = _cache(request)
+    if not cache.enabled:
+        factory = await store(request).get_factory(factory_id, first, last, most)
+        return versioned_response(request, factory.as_json(bucket_s), factory.version)
+    # The stamp first, then (unless it is held) the points: an answer is kept under the stamp read before
+    # it, and only when the read's own version is the stamp's. Were the store emptied and the factory made
+    # again in between, the answer is the new factory's, kept under the old stamp, which never comes back.
+    stamp = await store(request).factory_stamp(factory_id)
+    if not_modified(request, stamp.version):
+        return _answer(None, stamp.version)
+    query = read_cache.key(factory_id, first, last, bucket_s)
+    body = cache.get(query, stamp)
+    if body is not None:
+        return _answer(body, stamp.version)
+    factory = await store(request).get_factory(factory_id, first, last, most)
+    body = _encoded(factory, bucket_s)
+    if factory.version == stamp.version:
+        cache.put(query, stamp, body)
+    return _answer(None if not_modified(request, factory.version) else body, factory.version)
+
+
+def _answer(body: bytes | None, version: int) -> Response:
+    """A read's answer with its ETag, or 304 without a body (None), as versioned_response gives them."""
+    response = Response(status_code=304) if body is None else Response(body, media_type=JSON)
+    response.raw_headers += [(b"etag", etag(version).encode()), (b"cache-control", b"no-cache")]
+    return response
 
 
 async def create_factory(request: Request) -> Response:

@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -61,6 +61,27 @@ class Metrics:
             registry=self.registry,
         )
         self.points_written = Counter("points_written", "Production points written", registry=self.registry)
+        # The read cache (read_cache.py): factory answers sent from memory, read from Redis, pushed out.
+        self.read_cache_hits = Counter(
+            "read_cache_hits", "Factory answers sent from the read cache", registry=self.registry
+        )
+        self.read_cache_misses = Counter(
+            "read_cache_misses",
+            "Factory answers the read cache did not hold at the factory's version",
+            registry=self.registry,
+        )
+        self.read_cache_evictions = Counter(
+            "read_cache_evictions",
+            "Answers pushed out of the read cache to keep it under READ_CACHE_MB",
+            registry=self.registry,
+        )
+        # livesum: with several workers, /metrics shows what the running ones hold together.
+        self.read_cache_bytes = Gauge(
+            "read_cache_bytes",
+            "Bytes the read cache holds (its answers and their bookkeeping)",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
         # labels() takes a lock and hashes its arguments: a request looks its series up here instead.
         self._series: dict[tuple[str, str, int], Any] = {}
 
@@ -71,6 +92,11 @@ class Metrics:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return registry
+
+    def stopped(self) -> None:
+        """At shutdown: with several workers, this one's live gauges leave the sums /metrics shows."""
+        if MULTIPROCESS_DIR in os.environ:
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     def observe(self, method: str, route: str, status: int, duration_s: float) -> None:
         series = self._series.get((method, route, status))

@@ -6,7 +6,7 @@ tag, so it is atomic on a cluster too.
 
 import asyncio
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
@@ -14,14 +14,17 @@ from redis.asyncio.cluster import RedisCluster
 from sprockets_cache.clock import now
 from sprockets_cache.errors import BeforeRawWindow, NotFound, TooManyPoints
 from sprockets_cache.store import keys, ranges
+from sprockets_cache.store.connections import command
 from sprockets_cache.store.points import Buckets, count, span
-from sprockets_cache.store.records import Factory, Summary
+from sprockets_cache.store.records import Factory, Stamp, Summary
 from sprockets_cache.store.scripts import Script, flat
 
 # Events (writes) a factory's stream keeps for clients that resume with Last-Event-ID.
 EVENTS_KEPT = 1000
 # As many points as a read may return when the caller sets no bound.
 UNLIMITED = 2**62
+# The stamp of a factory that appeared between its stamp's read and its points': matches no other.
+_NO_STAMP = Stamp(0, b"")
 
 
 class FactoryStore:
@@ -127,6 +130,15 @@ class FactoryStore:
             raise NotFound(factory_id)
         return Summary.from_reply(reply)
 
+    async def factory_stamp(self, factory_id: int) -> Stamp:
+        """The factory's version and created_at, in one small round trip; NotFound when there is none."""
+        version, created_at = await command(
+            self.redis, "HMGET", keys.key_for_factory(factory_id), "version", "created_at"
+        )
+        if version is None:
+            raise NotFound(factory_id)
+        return Stamp(int(version), created_at or b"")
+
     async def list_factories(
         self, after: int, limit: int, first: int, last: int, most: int = UNLIMITED
     ) -> tuple[list[Factory], int | None]:
@@ -134,23 +146,50 @@ class FactoryStore:
 
         Returns the page and the id to continue after (None at the end).
         """
+        page, next_id = await self.list_stamped_factories(after, limit, first, last, most)
+        return [factory for _, _, factory in page if factory is not None], next_id
+
+    async def list_stamped_factories(
+        self,
+        after: int,
+        limit: int,
+        first: int,
+        last: int,
+        most: int = UNLIMITED,
+        held: Callable[[int, Stamp], bool] = lambda factory_id, stamp: False,
+    ) -> tuple[list[tuple[int, Stamp, Factory | None]], int | None]:
+        """As list_factories, each factory with its id and its stamp, read before its points; a factory
+        for which `held(id, stamp)` (the caller has its answer at that stamp) and whose version did not
+        move since comes as None, its points unread. Returns the page and the id to continue after."""
         ids = await self.redis.zrangebyscore(keys.FACTORY_INDEX, f"({after}", "+inf", start=0, num=limit + 1)
         page = [int(i) for i in ids[:limit]]
         # The script only counts each factory's points here and names their buckets: the points come from
         # plain ZRANGEs, read for all factories at once, which cost Redis a fifth of what the script's do.
         reads = [ranges.script_args(factory_id, first, last, most, script_reads_at_most=0) for factory_id in page]
+        stamps_and_replies: list[Any]
         if isinstance(self.redis, RedisCluster):
             # Concurrent calls: a cluster client cannot pipeline scripts, and factories live on different shards.
-            replies = await asyncio.gather(*(self._read_factory(*read) for read in reads))
+            async def stamped(factory_id: int, read: tuple[list[str], list[Any]]) -> tuple[Any, Any]:
+                stamp = await self.redis.hmget(keys.key_for_factory(factory_id), "version", "created_at")
+                return stamp, await self._read_factory(*read)
+
+            pairs = await asyncio.gather(
+                *(stamped(factory_id, read) for factory_id, read in zip(page, reads, strict=True))
+            )
+            stamps_and_replies = [item for pair in pairs for item in pair]
         else:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for read_keys, read_args in reads:
+                for factory_id, (read_keys, read_args) in zip(page, reads, strict=True):
+                    # In order on one connection: each stamp is read before its factory's points.
+                    pipe.hmget(keys.key_for_factory(factory_id), "version", "created_at")
                     await self._read_factory(read_keys, read_args, client=pipe)
-                replies = await pipe.execute()
-        chosen: list[tuple[int, Any]] = []
+                stamps_and_replies = await pipe.execute()
+        chosen: list[tuple[int, Stamp, Any]] = []
         next_id = page[-1] if len(ids) > limit else None
         budget = most
-        for factory_id, reply in zip(page, replies, strict=True):
+        for factory_id, (version, created_at), reply in zip(
+            page, stamps_and_replies[0::2], stamps_and_replies[1::2], strict=True
+        ):
             if reply is None:
                 continue  # listed, but not written yet (or never, after a crash): see create_factory
             if reply[2] > budget:
@@ -159,6 +198,13 @@ class FactoryStore:
                 next_id = chosen[-1][0]  # the page is full of points: end it early
                 break
             budget -= reply[2]
-            chosen.append((factory_id, reply))
-        reading = (ranges.factory(self.redis, factory_id, first, last, most, reply) for factory_id, reply in chosen)
-        return list(await asyncio.gather(*reading)), next_id
+            stamp = _NO_STAMP if version is None else Stamp(int(version), created_at or b"")
+            chosen.append((factory_id, stamp, reply))
+
+        async def read(factory_id: int, stamp: Stamp, reply: Any) -> Factory | None:
+            if int(reply[1]) == stamp.version and held(factory_id, stamp):
+                return None
+            return await ranges.factory(self.redis, factory_id, first, last, most, reply)
+
+        factories = await asyncio.gather(*(read(*item) for item in chosen))
+        return [(i, stamp, f) for (i, stamp, _), f in zip(chosen, factories, strict=True)], next_id

@@ -35,6 +35,16 @@ class Factory:
 
 
 @dataclass(frozen=True, slots=True)
+class Stamp:
+    """What identifies a factory's state: every write that changes an answer bumps its version (in the
+    same Lua step), and created_at tells a factory from another made under the same id after the store
+    was emptied (a new factory starts again at version 1)."""
+
+    version: int
+    created_at: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Summary:
     """A factory's points over a time range, added up; first and last time None when there are none."""
 

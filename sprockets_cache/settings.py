@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     redis_sentinels: Annotated[tuple[str, ...], NoDecode] = ()
     # The name the Sentinels monitor the master under.
     redis_sentinel_master: str = Field("sprockets", min_length=1)
+    # What the Sentinels require (their own `requirepass`, or an ACL user), if anything: not REDIS_URL's.
+    redis_sentinel_username: str | None = None
+    redis_sentinel_password: str | None = Field(None, repr=False)
     # Each write waits until this many replicas confirm it (WAIT), for at most a third of REDIS_TIMEOUT_S;
     # else 503. 0: a write is acknowledged once the master has it.
     redis_wait_replicas: int = Field(0, ge=0)
@@ -93,6 +96,12 @@ class Settings(BaseSettings):
         if self.redis_wait_replicas and self.redis_cluster:
             raise ValueError("REDIS_WAIT_REPLICAS works with one Redis or Sentinel, not yet with REDIS_CLUSTER")
         return self
+
+    @property
+    def sentinel_auth(self) -> dict[str, str]:
+        """How to log in to the Sentinels: redis-py's `username` and `password`, where set."""
+        auth = {"username": self.redis_sentinel_username, "password": self.redis_sentinel_password}
+        return {name: value for name, value in auth.items() if value}
 
     @property
     def wait_ms(self) -> int:

@@ -29,8 +29,8 @@ from sprockets_cache.store.connections import (
     UNAVAILABLE_ERRORS,
     UNAVAILABLE_OR_LATE,
     Client,
-    connect,
     connect_subscribers,
+    connect_with,
     refusal,
 )
 from sprockets_cache.store.keyring import Keyring
@@ -162,18 +162,10 @@ def create_app(
                 settings.events_max_clients,
                 settings.redis_sentinels,
                 settings.redis_sentinel_master,
+                settings.sentinel_auth,
             )
         store = Store(
-            client
-            or connect(
-                settings.redis_url,
-                settings.redis_cluster,
-                settings.redis_timeout_s,
-                settings.redis_max_connections,
-                time_each_command=False,
-                sentinels=settings.redis_sentinels,
-                master=settings.redis_sentinel_master,
-            ),
+            client or connect_with(settings, settings.redis_max_connections, time_each_command=False),
             subscribers or own_subscribers,
             settings.redis_wait_replicas,
             settings.wait_ms,

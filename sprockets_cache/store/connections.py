@@ -1,6 +1,6 @@
 """Connections to Redis: one client for requests, one for event subscribers, both failing fast."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,6 +14,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ClusterDownError, SlotNotCoveredError
 
 from sprockets_cache.errors import NotReplicated
+from sprockets_cache.settings import Settings
 
 Client = redis.Redis | RedisCluster
 
@@ -65,6 +66,7 @@ def connect(
     time_each_command: bool = True,
     sentinels: Sequence[str] = (),
     master: str = "",
+    sentinel_auth: Mapping[str, str] | None = None,
 ) -> Client:
     """A client that fails fast and never piles up connections: one quick retry on a dropped
     connection, never on a timeout, since a write that timed out may have happened.
@@ -84,9 +86,26 @@ def connect(
     if cluster:
         return RedisCluster.from_url(url, max_connections=max_connections or 1000, **options)
     if sentinels:
-        return _sentinel_master(url, sentinels, master, timeout_s, max_connections=max_connections or 1000, **options)
+        connections = max_connections or 1000
+        return _sentinel_master(
+            url, sentinels, master, timeout_s, sentinel_auth, max_connections=connections, **options
+        )
     pool = redis.ConnectionPool.from_url(url, max_connections=max_connections or 1000, **options)
     return redis.Redis.from_pool(pool)
+
+
+def connect_with(settings: Settings, max_connections: int | None = None, *, time_each_command: bool = True) -> Client:
+    """`connect` to the Redis the settings name: one, a cluster, or the master the Sentinels name."""
+    return connect(
+        settings.redis_url,
+        settings.redis_cluster,
+        settings.redis_timeout_s,
+        max_connections,
+        time_each_command=time_each_command,
+        sentinels=settings.redis_sentinels,
+        master=settings.redis_sentinel_master,
+        sentinel_auth=settings.sentinel_auth,
+    )
 
 
 class _SentinelPool(SentinelConnectionPool):
@@ -99,11 +118,19 @@ class _SentinelPool(SentinelConnectionPool):
             await self.sentinel_manager.aclose()
 
 
-def _sentinel_master(url: str, sentinels: Sequence[str], master: str, timeout_s: float, **options: Any) -> redis.Redis:
-    """A client of the master the Sentinels (each "host:port") name `master`. Each new connection asks
-    them where the master is; a connection that finds its server demoted (READONLY) or gone is dropped,
-    so after a failover the next connection, or the retry of the failed call, reaches the new master.
-    From `url` only the password, user, database and scheme (rediss: TLS) apply."""
+def _sentinel_master(
+    url: str,
+    sentinels: Sequence[str],
+    master: str,
+    timeout_s: float,
+    sentinel_auth: Mapping[str, str] | None,
+    **options: Any,
+) -> redis.Redis:
+    """A client of the master the Sentinels (each "host:port") name `master`, logged in to them with
+    `sentinel_auth` (username, password) if given. Each new connection asks them where the master is; a
+    connection that finds its server demoted (READONLY) or gone is dropped, so after a failover the next
+    connection, or the retry of the failed call, reaches the new master. From `url` only the password,
+    user, database and scheme (rediss: TLS) apply, to the master and its replicas."""
     settings: dict[str, Any] = dict(parse_url(url))
     if "path" in settings:
         raise ValueError("REDIS_URL must be redis:// or rediss:// with Sentinels, not a unix socket")
@@ -113,7 +140,7 @@ def _sentinel_master(url: str, sentinels: Sequence[str], master: str, timeout_s:
     addresses = [(host, int(port)) for host, _, port in (address.rpartition(":") for address in sentinels)]
     # The Sentinels answer in their own time, not the one commands get (which may be none: see connect).
     timeouts = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
-    manager = Sentinel(addresses, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
+    manager = Sentinel(addresses, sentinel_kwargs={**timeouts, **(sentinel_auth or {})})  # type: ignore[no-untyped-call]
     client: redis.Redis = manager.master_for(master, connection_pool_class=_SentinelPool, **settings, **options)
     return client
 
@@ -178,7 +205,13 @@ async def _send_and_wait(
 
 
 def connect_subscribers(
-    url: str, cluster: bool, timeout_s: float, max_clients: int, sentinels: Sequence[str] = (), master: str = ""
+    url: str,
+    cluster: bool,
+    timeout_s: float,
+    max_clients: int,
+    sentinels: Sequence[str] = (),
+    master: str = "",
+    sentinel_auth: Mapping[str, str] | None = None,
 ) -> Client:
     """A second client, for event subscribers that block in XREAD, so they never take the connections
     requests need. On one Redis each subscriber holds one of at most `max_clients` connections and
@@ -191,7 +224,7 @@ def connect_subscribers(
     if cluster:
         return RedisCluster.from_url(url, **options)
     if sentinels:
-        return _sentinel_master(url, sentinels, master, timeout_s, health_check_interval=30, **options)
+        return _sentinel_master(url, sentinels, master, timeout_s, sentinel_auth, health_check_interval=30, **options)
     pool = redis.BlockingConnectionPool.from_url(url, timeout=0, health_check_interval=30, **options)
     return redis.Redis.from_pool(pool)
 

@@ -93,8 +93,6 @@ class Settings(BaseSettings):
     def _one_topology(self) -> "Settings":
         if self.redis_sentinels and self.redis_cluster:
             raise ValueError("set REDIS_SENTINELS or REDIS_CLUSTER, not both")
-        if self.redis_wait_replicas and self.redis_cluster:
-            raise ValueError("REDIS_WAIT_REPLICAS works with one Redis or Sentinel, not yet with REDIS_CLUSTER")
         return self
 
     @property

@@ -1,5 +1,6 @@
 """Connections to Redis: one client for requests, one for event subscribers, both failing fast."""
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -11,12 +12,30 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import ClusterDownError, SlotNotCoveredError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    ReadOnlyError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 from sprockets_cache.errors import NotReplicated
 from sprockets_cache.settings import Settings
 
 Client = redis.Redis | RedisCluster
+# What a cluster says when a key's master is not where the client thinks: gone, demoted or moved.
+_LAYOUT_CHANGED = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    MovedError,
+    AskError,
+    ClusterDownError,
+    ReadOnlyError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 # What a client sees as 503: Redis is down, loading, or too slow to answer; or a cluster is down (CLUSTERDOWN,
 # as while a dead master's replica takes over), or part of it (MASTERDOWN, a slot that no node serves).
@@ -175,20 +194,47 @@ async def _send_and_read(connection: redis.Connection, args: tuple[Any, ...]) ->
     return await connection.read_response()
 
 
-async def execute_and_wait(client: redis.Redis, replicas: int, wait_ms: int, *args: Any) -> Any:
+async def execute_and_wait(client: Client, key: Any, replicas: int, wait_ms: int, *args: Any) -> Any:
     """execute(), then WAIT on the same connection, in the same round trip: NotReplicated unless
-    `replicas` replicas confirm, within `wait_ms`, that they have this write and every one before it."""
-    pool = client.connection_pool
-    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-    try:
-        reply, confirmed = await connection.retry.call_with_retry(
-            lambda: _send_and_wait(connection, args, replicas, wait_ms), lambda _: connection.disconnect()
-        )
-    finally:
-        await pool.release(connection)
+    `replicas` replicas confirm, within `wait_ms`, that they have this write and every one before it.
+
+    On a cluster both go to the master that owns `key`'s slot, whose replicas WAIT counts; a failed call
+    there (the master gone or demoted, the slot moved) has the client learn the cluster's layout again,
+    as redis-py does after its own failed calls, so that a retry finds the new master."""
+    if isinstance(client, RedisCluster):
+        reply, confirmed = await _send_and_wait_on_cluster(client, key, args, replicas, wait_ms)
+    else:
+        pool = client.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            reply, confirmed = await connection.retry.call_with_retry(
+                lambda: _send_and_wait(connection, args, replicas, wait_ms), lambda _: connection.disconnect()
+            )
+        finally:
+            await pool.release(connection)
     if confirmed < replicas:
         raise NotReplicated(confirmed, replicas)
     return reply
+
+
+async def _send_and_wait_on_cluster(
+    client: RedisCluster, key: Any, args: tuple[Any, ...], replicas: int, wait_ms: int
+) -> tuple[Any, int]:
+    try:
+        node = client.get_node_from_key(key)
+        assert node is not None  # None only when a replica is asked for
+        connection = node.acquire_connection()
+        try:
+            return await _send_and_wait(connection, args, replicas, wait_ms)
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            node.release(connection)
+    except _LAYOUT_CHANGED:
+        with contextlib.suppress(redis.RedisError):
+            await client.nodes_manager.initialize()
+        raise
 
 
 async def _send_and_wait(

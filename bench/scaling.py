@@ -240,7 +240,7 @@ def section(setups: list[Setup], spread: list[int], args: argparse.Namespace) ->
         f"1 uvicorn worker and as 2 (`--workers 2`: one listening socket, the kernel hands each connection to one "
         f"worker; metrics in shared files, as `serve --workers 2` keeps them), both on one redis-server, and as "
         f"1 worker with `REDIS_CLUSTER=true` on a 3-master Redis Cluster "
-        f"(`tests/cluster.py`: three redis-servers joined by `redis-cli --cluster create`). Reads: after a "
+        f"(`tests/cluster.py`: three redis-servers joined with CLUSTER ADDSLOTSRANGE and MEET). Reads: after a "
         f"{WARMUP_S} s warm-up, wrk `-t1 -c64 -d{args.scaling_duration_s:g}s --latency` on each setup in turn, "
         f"{args.scaling_rounds} rounds with the order rotating (fewer rounds than above, to keep these rows to "
         f"about a minute and a half). Ingestion: each run creates {FACTORIES} "

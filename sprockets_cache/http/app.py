@@ -176,7 +176,7 @@ def create_app(
             await _wait_for_redis(store, settings.redis_startup_wait_s, settings.redis_timeout_s)
             try:
                 await schema.check(store)
-            except schema.OutdatedStore as error:
+            except schema.IncompatibleStore as error:
                 log.error("cannot serve: %s", error)
                 raise
             ring = Keyring(store.redis, settings.api_keys)

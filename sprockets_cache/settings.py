@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(10.0, gt=0)
     # Connections one API process serves at once; uvicorn answers 503 past it.
     limit_concurrency: int = Field(1000, ge=1)
+    # API requests one process runs at once (0: no limit); later ones wait their turn in arrival order,
+    # at most REQUEST_QUEUE of them, each at most REQUEST_QUEUE_WAIT_S (unset: a fifth of REDIS_TIMEOUT_S);
+    # past either bound a request gets 503 at once (http/admission.py).
+    requests_at_once: int = Field(64, ge=0)
+    request_queue: int = Field(1000, ge=0)
+    request_queue_wait_s: float | None = Field(None, gt=0)
     # One JSON line per request on stderr.
     access_log: bool = True
     # Points one response may hold; a page of factories ends early to stay under it.
@@ -94,6 +100,10 @@ class Settings(BaseSettings):
         if self.redis_sentinels and self.redis_cluster:
             raise ValueError("set REDIS_SENTINELS or REDIS_CLUSTER, not both")
         return self
+
+    @property
+    def queue_wait_s(self) -> float:
+        return self.request_queue_wait_s or self.redis_timeout_s / 5
 
     @property
     def sentinel_auth(self) -> dict[str, str]:

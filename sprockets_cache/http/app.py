@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from sprockets_cache.deadlines import Deadlines
 from sprockets_cache.errors import WriteRefused
 from sprockets_cache.http import docs, events, factories, home, openapi, sprockets
+from sprockets_cache.http.admission import Admission
 from sprockets_cache.http.observability import AccessLog, Metrics, RequestObserver, metrics_endpoint
 from sprockets_cache.http.problems import exception_handlers
 from sprockets_cache.http.security import Guard, response_headers
@@ -227,6 +228,13 @@ def create_app(
         routes=routes,
         middleware=[
             Middleware(RequestObserver, metrics=metrics, access_log=access_log, add_headers=response_headers),
+            Middleware(
+                Admission,
+                limit=settings.requests_at_once,
+                queue=settings.request_queue,
+                wait_s=settings.queue_wait_s,
+                metrics=metrics,
+            ),
             *_cors(settings),
             Middleware(Guard, settings=settings),
         ],

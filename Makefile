@@ -67,9 +67,9 @@ screenshot: $(STAMP)
 
 # The API against a minimal Starlette + Redis baseline on a Redis of its own, then 2 workers against 1, a
 # 3-master Redis Cluster against one Redis, writes that wait for a replica against writes that do not, and
-# API keys and the audit trail against none (8-12 minutes, more when the host takes cores;
-# `python bench/replication.py` and `python bench/security.py` run their parts alone); writes
-# BENCHMARKS.md and bench/results.png.
+# API keys and the audit trail against none, and one API process under 64, 512 and 2,000 clients (9-13
+# minutes, more when the host takes cores; `python bench/replication.py`, `python bench/security.py` and
+# `python bench/overload.py` run their parts alone); writes BENCHMARKS.md and bench/results.png.
 # Not part of `make test`.
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)

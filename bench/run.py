@@ -22,6 +22,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+import overload  # noqa: E402
 import redis  # noqa: E402
 import replication  # noqa: E402
 import report  # noqa: E402
@@ -382,6 +383,8 @@ def main() -> None:
         keys_and_audit = security.measure(tmp, args.security_rounds, args.duration_s)
         _wait_for_quiet(args.quiet_wait_s)
         retained = retention.measure(tmp, args.retention_points, args.batch, args.in_flight, None)
+        _wait_for_quiet(args.quiet_wait_s)
+        overloaded = overload.measure(tmp)
 
     rows = [row for comparison in comparisons for row in report.comparison_rows(comparison)]
     rows += _figure_rows(args, figures, listing, seed_s)
@@ -403,6 +406,7 @@ def main() -> None:
         ),
         replication.TITLE: replication.section(replicated),
         security.TITLE: keys_and_audit,
+        overload.TITLE: overloaded,
     }
     report.write(args.output, sections, BENCH / "storage-results.md")
     _say(f"\n{table}\n\nwrote {args.output} and {args.plot} in {run_s / 60:.1f} min")

@@ -10,7 +10,12 @@ class VersionMismatch(Exception):
 
 
 class IdempotencyInProgress(Exception):
-    """The first request with this Idempotency-Key is still running."""
+    """The first request with this Idempotency-Key is still running; or, `ended`, it can no longer be, yet
+    left no response to replay (Redis failed over or went away while it ran)."""
+
+    def __init__(self, ended: bool = False) -> None:
+        super().__init__(ended)
+        self.ended = ended
 
 
 class IdempotencyKeyReused(Exception):

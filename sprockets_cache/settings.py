@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     redis_sentinels: Annotated[tuple[str, ...], NoDecode] = ()
     # The name the Sentinels monitor the master under.
     redis_sentinel_master: str = Field("sprockets", min_length=1)
+    # What the Sentinels require (their own `requirepass`, or an ACL user), if anything: not REDIS_URL's.
+    redis_sentinel_username: str | None = None
+    redis_sentinel_password: str | None = Field(None, repr=False)
     # Each write waits until this many replicas confirm it (WAIT), for at most a third of REDIS_TIMEOUT_S;
     # else 503. 0: a write is acknowledged once the master has it.
     redis_wait_replicas: int = Field(0, ge=0)
@@ -50,6 +53,12 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(10.0, gt=0)
     # Connections one API process serves at once; uvicorn answers 503 past it.
     limit_concurrency: int = Field(1000, ge=1)
+    # API requests one process runs at once (0: no limit); later ones wait their turn in arrival order,
+    # at most REQUEST_QUEUE of them, each at most REQUEST_QUEUE_WAIT_S (unset: a fifth of REDIS_TIMEOUT_S);
+    # past either bound a request gets 503 at once (http/admission.py).
+    requests_at_once: int = Field(64, ge=0)
+    request_queue: int = Field(1000, ge=0)
+    request_queue_wait_s: float | None = Field(None, gt=0)
     # One JSON line per request on stderr.
     access_log: bool = True
     # Points one response may hold; a page of factories ends early to stay under it.
@@ -93,9 +102,17 @@ class Settings(BaseSettings):
     def _one_topology(self) -> "Settings":
         if self.redis_sentinels and self.redis_cluster:
             raise ValueError("set REDIS_SENTINELS or REDIS_CLUSTER, not both")
-        if self.redis_wait_replicas and self.redis_cluster:
-            raise ValueError("REDIS_WAIT_REPLICAS works with one Redis or Sentinel, not yet with REDIS_CLUSTER")
         return self
+
+    @property
+    def queue_wait_s(self) -> float:
+        return self.request_queue_wait_s or self.redis_timeout_s / 5
+
+    @property
+    def sentinel_auth(self) -> dict[str, str]:
+        """How to log in to the Sentinels: redis-py's `username` and `password`, where set."""
+        auth = {"username": self.redis_sentinel_username, "password": self.redis_sentinel_password}
+        return {name: value for name, value in auth.items() if value}
 
     @property
     def wait_ms(self) -> int:

@@ -189,6 +189,10 @@ def check_sentinel(stack: Stack) -> None:
     stack.check_first_start()
     stack.check_aof(master)
     _until(f"{replica} replicates {master}", RECOVERY_S, lambda: _replicating(stack, replica))
+    ping = ("exec", "-T", "-e", "REDISCLI_AUTH=", "sentinel-1", "redis-cli", "-p", "26379", "ping")
+    anonymous = stack.compose(*ping, check=False)
+    if "NOAUTH" not in anonymous:
+        raise CheckFailed(f"a Sentinel answered a client without its password: {anonymous.strip()}")
     stack.compose("kill", master)
     stack.check_writes(f"after `kill {master}`")
     if stack.role(replica) != "master":
@@ -246,6 +250,7 @@ class Settings:
         self.port = _free_port()
         values = {
             "REDIS_PASSWORD": secrets.token_urlsafe(24),
+            "REDIS_SENTINEL_PASSWORD": secrets.token_urlsafe(24),
             "SPROCKETS_API_KEYS": DIGEST,
             **{name: f"{HOST}:{self.port}" for name in ("API_PORT", "API_CLUSTER_PORT", "API_SENTINEL_PORT")},
         }

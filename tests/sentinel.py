@@ -27,6 +27,7 @@ class Deployment:
     master: EmbeddedRedis
     replicas: list[EmbeddedRedis]
     sentinels: list[int]  # their ports
+    password: str | None = None  # the Sentinels' own, if they require one
 
     @property
     def addresses(self) -> str:
@@ -35,7 +36,7 @@ class Deployment:
 
     def master_port(self) -> int:
         """The port of the master the Sentinels name now."""
-        with redis.Redis(port=self.sentinels[0], socket_timeout=5) as sentinel:
+        with redis.Redis(port=self.sentinels[0], password=self.password, socket_timeout=5) as sentinel:
             _, port = sentinel.sentinel_get_master_addr_by_name(MASTER_NAME)
         return int(port)
 
@@ -47,11 +48,13 @@ def _free_port() -> int:
         return port
 
 
-def _sentinel_config(directory: Path, port: int, master_port: int) -> Path:
+def _sentinel_config(directory: Path, port: int, master_port: int, password: str | None) -> Path:
     directory.mkdir(parents=True)
     config = directory / "sentinel.conf"  # Sentinel rewrites it: one file each
+    # With requirepass a Sentinel also logs in to the other Sentinels with it.
     config.write_text(
-        f"port {port}\nbind {HOST}\ndir {directory}\nlogfile {directory / 'sentinel.log'}\n"
+        (f"requirepass {password}\n" if password else "")
+        + f"port {port}\nbind {HOST}\ndir {directory}\nlogfile {directory / 'sentinel.log'}\n"
         f"sentinel monitor {MASTER_NAME} {HOST} {master_port} 2\n"
         f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
         f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n"
@@ -60,7 +63,8 @@ def _sentinel_config(directory: Path, port: int, master_port: int) -> Path:
 
 
 @contextlib.contextmanager
-def local_sentinels(base_dir: Path, replicas: int = 1) -> Iterator[Deployment]:
+def local_sentinels(base_dir: Path, replicas: int = 1, password: str | None = None) -> Iterator[Deployment]:
+    """A master with `replicas`, watched by three Sentinels that require `password`, if given."""
     with contextlib.ExitStack() as stack:
         master = stack.enter_context(EmbeddedRedis(base_dir / "master", appendfsync="always"))
         of_master = ["--replicaof", HOST, str(master.port)]
@@ -70,7 +74,7 @@ def local_sentinels(base_dir: Path, replicas: int = 1) -> Iterator[Deployment]:
         ]
         ports = [_free_port() for _ in range(SENTINELS)]
         for n, port in enumerate(ports):
-            config = _sentinel_config(base_dir / f"sentinel{n}", port, master.port)
+            config = _sentinel_config(base_dir / f"sentinel{n}", port, master.port, password)
             process = subprocess.Popen(
                 [find_redis_server(), str(config), "--sentinel"],
                 stdin=subprocess.DEVNULL,
@@ -78,8 +82,8 @@ def local_sentinels(base_dir: Path, replicas: int = 1) -> Iterator[Deployment]:
                 stderr=subprocess.DEVNULL,
             )
             stack.callback(_end, process)
-        _wait_until_watching(ports, copies)
-        yield Deployment(master, copies, ports)
+        _wait_until_watching(ports, copies, password)
+        yield Deployment(master, copies, ports, password)
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:
@@ -91,23 +95,23 @@ def _end(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def _wait_until_watching(ports: list[int], replicas: list[EmbeddedRedis]) -> None:
+def _wait_until_watching(ports: list[int], replicas: list[EmbeddedRedis], password: str | None) -> None:
     """Until the replicas are in sync and each Sentinel knows them and the other Sentinels."""
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while not _watching(ports, replicas):
+    while not _watching(ports, replicas, password):
         if time.monotonic() > deadline:
             raise RuntimeError(f"the Sentinels were not ready in {READY_TIMEOUT_S} s")
         time.sleep(0.2)
 
 
-def _watching(ports: list[int], replicas: list[EmbeddedRedis]) -> bool:
+def _watching(ports: list[int], replicas: list[EmbeddedRedis], password: str | None) -> bool:
     try:
         for replica in replicas:
             with redis.Redis(port=replica.port, socket_timeout=5) as client:
                 if client.info("replication")["master_link_status"] != "up":
                     return False
         for port in ports:
-            with redis.Redis(port=port, socket_timeout=5) as sentinel:
+            with redis.Redis(port=port, password=password, socket_timeout=5) as sentinel:
                 state = sentinel.sentinel_master(MASTER_NAME)
             if state["num-slaves"] < len(replicas) or state["num-other-sentinels"] < SENTINELS - 1:
                 return False

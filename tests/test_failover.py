@@ -24,6 +24,7 @@ from tests.cluster import local_cluster
 from tests.conftest import lifespan
 from tests.failover import SPROCKET, Acknowledged, lost_writes, start_load
 from tests.sentinel import MASTER_NAME, Deployment, local_sentinels
+from tests.test_cli import cli
 
 # From the kill to the first write that succeeds again, at most (what docs/durability.md describes).
 RECOVERY_S = 5
@@ -90,6 +91,7 @@ def _sentinel_settings(deployment: Deployment, wait_replicas: int) -> Settings:
         redis_url="redis://unused.invalid:1/0",
         redis_sentinels=deployment.addresses,
         redis_sentinel_master=MASTER_NAME,
+        redis_sentinel_password=deployment.password,
         redis_wait_replicas=wait_replicas,
         redis_timeout_s=2.0,
         # A limit the load never reaches, whose counter outlives each request by 100 s (see rate_limit.lua).
@@ -126,6 +128,33 @@ async def test_with_sentinel_and_wait_for_one_replica_no_acknowledged_write_is_l
         assert await lost_writes(store, seen) == []
         await store.close()
         await subscribers.close()
+
+
+async def test_sentinels_behind_a_password_name_the_master_only_to_the_api_that_has_it(tmp_path: Path) -> None:
+    with local_sentinels(tmp_path, replicas=1, password="sentinel-secret") as deployment:
+        with redis.Redis(port=deployment.sentinels[0], socket_timeout=5) as anonymous:
+            with pytest.raises(redis.AuthenticationError):
+                anonymous.sentinel_get_master_addr_by_name(MASTER_NAME)
+        settings = _sentinel_settings(deployment, wait_replicas=0)
+        async for api in _api(settings):
+            assert (await api.get("/ready")).status_code == 200
+            seen = await _kill_master_under_load(api, deployment.master.kill)
+        assert seen.recovered_at is not None and seen.failed_at is not None
+        assert seen.recovered_at - seen.failed_at < RECOVERY_S
+
+
+def test_the_keys_command_finds_the_master_through_sentinels_behind_a_password(tmp_path: Path) -> None:
+    with local_sentinels(tmp_path, replicas=1, password="sentinel-secret") as deployment:
+        env = {
+            "REDIS_URL": "redis://unused.invalid:1/0",
+            "REDIS_SENTINELS": deployment.addresses,
+            "REDIS_SENTINEL_MASTER": MASTER_NAME,
+            "REDIS_SENTINEL_PASSWORD": "sentinel-secret",
+        }
+        added = cli("keys", "add", "--scope", "read", cwd=tmp_path, **env)
+        assert added.returncode == 0, added.stderr
+        with redis.Redis(port=deployment.master_port(), socket_timeout=5) as master:
+            assert master.hlen(keys.API_KEYS) == 1
 
 
 async def test_with_sentinel_and_no_wait_writes_recover_and_the_lost_ones_are_counted(
@@ -168,11 +197,30 @@ def _master_of(nodes: list[EmbeddedRedis], key: str) -> EmbeddedRedis:
     return next(node for node in nodes if node.port == port)
 
 
+async def test_on_a_cluster_with_wait_for_one_replica_no_acknowledged_write_is_lost_in_a_failover(
+    tmp_path: Path,
+) -> None:
+    """3 masters with 2 replicas each, REDIS_WAIT_REPLICAS=1: each write and its WAIT go to the master of
+    its keys, so an acknowledged write is on one of that master's replicas, and the election promotes
+    the replica that is furthest along."""
+    with local_cluster(tmp_path, replicas=2, node_timeout_ms=1000) as nodes:
+        victim = _master_of(nodes, keys.SPROCKET_INDEX)
+        survivor = next(node for node in nodes if node is not victim)
+        settings = Settings(redis_url=survivor.url, redis_cluster=True, redis_timeout_s=2.0, redis_wait_replicas=1)
+        async for api in _api(settings):
+            seen = await _kill_master_under_load(api, victim.kill)
+            await _eventually_ready(api)
+        assert seen.recovered_at is not None and seen.failed_at is not None
+        assert seen.recovered_at - seen.failed_at < RECOVERY_S
+        async with connect(survivor.url, cluster=True) as client:
+            assert await lost_writes(Store(client), seen) == []
+
+
 async def test_on_a_cluster_with_replicas_writes_to_a_dead_masters_slots_recover(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """3 masters with a replica each; the master of the sprockets' slot dies. Without WAIT (not yet on a
-    cluster) a write is acknowledged once its master has it: the test reports how many the kill took."""
+    """3 masters with a replica each; the master of the sprockets' slot dies. Without WAIT a write is
+    acknowledged once its master has it: the test reports how many the kill took."""
     with local_cluster(tmp_path, replicas=1, node_timeout_ms=1000) as nodes:
         victim = _master_of(nodes, keys.SPROCKET_INDEX)
         survivor = next(node for node in nodes if node is not victim)

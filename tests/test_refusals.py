@@ -2,6 +2,7 @@
 replicas): writes get a clear 503 or 507 and write nothing, reads go on, /ready says 503, and writes work
 again once Redis takes them."""
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from sprockets_cache.http.app import create_app
 from sprockets_cache.ops.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
 from sprockets_cache.store.connections import connect
-from tests.conftest import keyspace, lifespan
+from tests.conftest import PATIENT_S, keyspace, lifespan
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
 CHART_DATA = {"time": [60, 120], "sprocket_production_actual": [1, 2], "sprocket_production_goal": [3, 4]}
@@ -139,11 +140,24 @@ async def test_refused_writes_are_clear_answers_that_write_nothing_while_reads_g
             assert (await api.post("/api/v1/factories/1/chart_data", json=CHART_DATA)).status_code == 200
 
 
-async def test_a_write_no_replica_confirms_is_a_503_that_a_retry_with_the_same_key_settles(tmp_path: Path) -> None:
-    """REDIS_WAIT_REPLICAS=1 on a Redis without replicas: Redis takes each write but none is confirmed."""
-    with EmbeddedRedis(tmp_path, appendfsync="always") as server:
+@pytest.mark.parametrize("topology", ["redis-server", "redis-cluster"])
+async def test_a_write_no_replica_confirms_is_a_503_that_a_retry_with_the_same_key_settles(
+    tmp_path: Path, request: pytest.FixtureRequest, topology: str
+) -> None:
+    """REDIS_WAIT_REPLICAS=1 on a Redis, or a cluster, without replicas: Redis takes each write but none
+    is confirmed."""
+    with contextlib.ExitStack() as stack:
+        if topology == "redis-cluster":
+            url = request.getfixturevalue("redis_cluster")[0].url
+            flushed = connect(url, cluster=True, timeout_s=PATIENT_S)
+            await flushed.flushdb()
+            await flushed.aclose()
+        else:
+            url = stack.enter_context(EmbeddedRedis(tmp_path, appendfsync="always")).url
         # Each write waits a third of this for the replica that never comes.
-        settings = Settings(redis_url=server.url, redis_wait_replicas=1, redis_timeout_s=1.5)
+        settings = Settings(
+            redis_url=url, redis_cluster=topology == "redis-cluster", redis_wait_replicas=1, redis_timeout_s=1.5
+        )
         async with lifespan(create_app(settings)) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
@@ -166,7 +180,8 @@ async def test_a_write_no_replica_confirms_is_a_503_that_a_retry_with_the_same_k
                 metrics = (await api.get("/metrics")).text
                 assert "redis_unreplicated_writes_total 6.0" in metrics
         # What Redis took: one sprocket for the two tries with one key (deleted last), and the factory.
-        with redis.Redis.from_url(server.url) as operator:
-            assert operator.get("sc:{sprockets}:next_id") == b"1"
-            assert operator.zcard("sc:{sprockets}:index") == 0
-            assert operator.hget("sc:{factory:1}:meta", "name") == b"Factory 1"
+        operator = connect(url, cluster=topology == "redis-cluster", timeout_s=PATIENT_S)
+        assert await operator.get("sc:{sprockets}:next_id") == b"1"
+        assert await operator.zcard("sc:{sprockets}:index") == 0
+        assert await operator.hget("sc:{factory:1}:meta", "name") == b"Factory 1"
+        await operator.aclose()

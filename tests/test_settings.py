@@ -18,10 +18,9 @@ def test_sentinels_are_read_from_a_comma_separated_list_of_host_and_port() -> No
         ({"redis_sentinels": "sentinel-a"}, "host:port"),
         ({"redis_sentinels": "sentinel-a:port"}, "host:port"),
         ({"redis_sentinels": "a:1", "redis_cluster": True}, "not both"),
-        ({"redis_wait_replicas": 1, "redis_cluster": True}, "REDIS_WAIT_REPLICAS"),
         ({"redis_wait_replicas": -1}, "greater than or equal to 0"),
     ],
-    ids=["no-port", "bad-port", "sentinels-and-cluster", "wait-on-cluster", "negative-wait"],
+    ids=["no-port", "bad-port", "sentinels-and-cluster", "negative-wait"],
 )
 def test_settings_that_cannot_work_are_refused(values: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):

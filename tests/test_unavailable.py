@@ -154,3 +154,31 @@ async def test_dropped_connections_and_flushed_scripts_cost_no_request_an_error(
     assert (await api.post("/api/v1/sprockets", json=SPROCKET)).json()["id"] == 2
     assert (await api.get("/api/v1/sprockets/2")).status_code == 200
     assert "redis_errors_total 0.0" in (await api.get("/metrics")).text
+
+
+async def test_a_create_whose_redis_froze_after_its_claim_leaves_a_key_that_says_so_and_creates_nothing(
+    api: httpx.AsyncClient, server: EmbeddedRedis
+) -> None:
+    """A create's Redis stops answering once its Idempotency-Key is sent, then comes back having taken the
+    claim but nothing more, as after a failover that kept the claim but not the response: the retry is
+    told that the first request ended without saving its response, not that it is still running."""
+    # Another create first, so that Redis has the claim's script when the frozen one's call reaches it.
+    assert (await api.post("/api/v1/sprockets", json=SPROCKET, headers={"Idempotency-Key": "first"})).status_code == 201
+    headers = {"Idempotency-Key": "frozen"}
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        assert (await api.post("/api/v1/sprockets", json=SPROCKET, headers=headers)).status_code == 503
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    with redis.Redis.from_url(server.url) as operator:
+        deadline = time.monotonic() + 30
+        while not operator.keys("sc:idempotency:*"):  # the claim, sent before the freeze, lands after it
+            assert time.monotonic() < deadline, "the claim never landed"
+            await asyncio.sleep(0.1)
+    # Past the time by which the first request has certainly ended (REDIS_TIMEOUT_S is 0.5 here).
+    await asyncio.sleep(3)
+    retry = await api.post("/api/v1/sprockets", json=SPROCKET, headers=headers)
+    assert retry.status_code == 409
+    assert "ended without its response being saved" in retry.json()["detail"]
+    assert "retry-after" not in retry.headers
+    assert [sprocket["id"] for sprocket in (await api.get("/api/v1/sprockets")).json()["sprockets"]] == [1]

@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from sprockets_cache.deadlines import Deadlines
 from sprockets_cache.errors import WriteRefused
 from sprockets_cache.http import docs, events, factories, home, openapi, sprockets
+from sprockets_cache.http.admission import Admission
 from sprockets_cache.http.observability import AccessLog, Metrics, RequestObserver, metrics_endpoint
 from sprockets_cache.http.problems import exception_handlers
 from sprockets_cache.http.read_cache import ReadCache
@@ -30,8 +31,8 @@ from sprockets_cache.store.connections import (
     UNAVAILABLE_ERRORS,
     UNAVAILABLE_OR_LATE,
     Client,
-    connect,
     connect_subscribers,
+    connect_with,
     refusal,
 )
 from sprockets_cache.store.keyring import Keyring
@@ -164,18 +165,10 @@ def create_app(
                 settings.events_max_clients,
                 settings.redis_sentinels,
                 settings.redis_sentinel_master,
+                settings.sentinel_auth,
             )
         store = Store(
-            client
-            or connect(
-                settings.redis_url,
-                settings.redis_cluster,
-                settings.redis_timeout_s,
-                settings.redis_max_connections,
-                time_each_command=False,
-                sentinels=settings.redis_sentinels,
-                master=settings.redis_sentinel_master,
-            ),
+            client or connect_with(settings, settings.redis_max_connections, time_each_command=False),
             subscribers or own_subscribers,
             settings.redis_wait_replicas,
             settings.wait_ms,
@@ -239,6 +232,13 @@ def create_app(
         routes=routes,
         middleware=[
             Middleware(RequestObserver, metrics=metrics, access_log=access_log, add_headers=response_headers),
+            Middleware(
+                Admission,
+                limit=settings.requests_at_once,
+                queue=settings.request_queue,
+                wait_s=settings.queue_wait_s,
+                metrics=metrics,
+            ),
             *_cors(settings),
             Middleware(Guard, settings=settings),
         ],

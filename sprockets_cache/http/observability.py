@@ -82,6 +82,23 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        # Fair admission (admission.py): API requests waiting for their turn, how long they waited, and
+        # those answered 503 at once.
+        self.queued = Gauge(
+            "requests_queued", "API requests waiting for a turn", registry=self.registry, multiprocess_mode="livesum"
+        )
+        self.waited = Histogram(
+            "request_queue_wait_seconds",
+            "Time an API request waited for its turn, of those that waited",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.shed = Counter(
+            "requests_shed",
+            "API requests answered 503 at once at capacity, by reason: queue_full, waited_too_long",
+            ["reason"],
+            registry=self.registry,
+        )
         # labels() takes a lock and hashes its arguments: a request looks its series up here instead.
         self._series: dict[tuple[str, str, int], Any] = {}
 

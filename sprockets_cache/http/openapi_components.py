@@ -143,7 +143,17 @@ RESPONSES = {
     "404": ("NotFound", problem("Nothing has this id.")),
     "405": ("MethodNotAllowed", problem("Any method a path does not list.", "Problem", "Allow")),
     "408": ("RequestTimeout", problem("The body did not arrive within the body timeout.")),
-    "409": ("Conflict", problem("A request with this Idempotency-Key is still running.", "Problem", "Retry-After")),
+    "409": (
+        "Conflict",
+        {
+            **problem(
+                "A request with this Idempotency-Key is still running (with Retry-After); or it ended without its"
+                " response being saved, as when Redis failed over while it ran (no Retry-After: `detail` says"
+                " what to do)."
+            ),
+            "headers": {"Retry-After": {**HEADERS["Retry-After"], "required": False}},
+        },
+    ),
     "412": ("PreconditionFailed", problem("The ETag is not one that If-Match names; nothing was written.")),
     "413": ("ContentTooLarge", problem("The body is over the size (or point count) limit.")),
     "415": ("UnsupportedMediaType", problem("The body is not in a media type this operation takes.")),

@@ -80,6 +80,15 @@ async def _version_mismatch(request: Request, exc: Exception) -> Response:
 
 
 async def _in_progress(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, IdempotencyInProgress) and exc.ended:
+        # Retrying with this key cannot help until its claim expires: no Retry-After.
+        return problem_response(
+            409,
+            "The first request with this Idempotency-Key ended without its response being saved (Redis failed"
+            " over or became unreachable while it ran), so it may or may not have created the resource. Look"
+            " for it before creating it again, with a new Idempotency-Key; this one is held for up to a minute"
+            " after the first request (web.IDEMPOTENCY_CLAIM_TTL_S).",
+        )
     return problem_response(
         409, "A request with this Idempotency-Key is still running; retry later.", headers=_retry_after()
     )

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import hashlib
 import re
+import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -252,9 +253,11 @@ async def idempotent(
     credential = request.headers.get("authorization", "")
     key_digest = hashlib.sha256(f"{credential}\n{key}".encode()).hexdigest()
     body_digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    held = await store(request).claim_idempotency(
-        scope, key_digest, orjson.dumps({"body": body_digest}), IDEMPOTENCY_CLAIM_TTL_S
-    )
+    # By then this request has ended, one way or another: its time for Redis is up (plus the deadline's
+    # lateness, and clocks of API processes that differ by a second).
+    ended_by = time.time() + settings(request).redis_timeout_s + 2
+    claim = orjson.dumps({"body": body_digest, "ended_by": ended_by})
+    held = await store(request).claim_idempotency(scope, key_digest, claim, IDEMPOTENCY_CLAIM_TTL_S)
     if held is not None:
         replay = _replay(orjson.loads(held), body_digest)
         await store(request).confirm_idempotency(scope, key_digest, held)
@@ -280,6 +283,7 @@ def _replay(record: dict[str, Any], body_digest: str) -> Response:
     if record["body"] != body_digest:
         raise IdempotencyKeyReused
     if "status" not in record:
-        raise IdempotencyInProgress
+        # A claim without a response: the first request runs, or ended without saving one.
+        raise IdempotencyInProgress(ended=time.time() > record.get("ended_by", float("inf")))
     headers = {**record["headers"], "Idempotent-Replayed": "true"}
     return Response(record["response"], record["status"], headers=headers, media_type=JSON)

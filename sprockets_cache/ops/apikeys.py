@@ -17,7 +17,7 @@ from sprockets_cache import access
 from sprockets_cache.http.security import new_key
 from sprockets_cache.settings import Settings
 from sprockets_cache.store import keyring
-from sprockets_cache.store.connections import connect, redacted
+from sprockets_cache.store.connections import connect_with, redacted
 
 # A revoke names a key by at least this many leading hex digits of its digest.
 MIN_PREFIX = 6
@@ -133,7 +133,7 @@ def _on_redis(work: Callable[[Any], Awaitable[None]]) -> int:
     settings = Settings.from_env()
 
     async def run() -> None:
-        client = connect(settings.redis_url, settings.redis_cluster, settings.redis_timeout_s)
+        client = connect_with(settings)
         try:
             await work(client)
         finally:

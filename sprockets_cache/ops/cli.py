@@ -25,7 +25,7 @@ from sprockets_cache.ops import apikeys, export, migration, seed
 from sprockets_cache.ops.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings, SettingsError
 from sprockets_cache.store import schema
-from sprockets_cache.store.connections import connect, redacted
+from sprockets_cache.store.connections import connect_with, redacted
 from sprockets_cache.store.store import Store
 
 log = logging.getLogger("sprockets_cache")
@@ -196,14 +196,7 @@ async def _load(
 
 def _store(settings: Settings) -> Store:
     """A store on the Redis the settings name (one, a cluster, or the master the Sentinels name)."""
-    client = connect(
-        settings.redis_url,
-        settings.redis_cluster,
-        settings.redis_timeout_s,
-        sentinels=settings.redis_sentinels,
-        master=settings.redis_sentinel_master,
-    )
-    return Store(client, retention_s=settings.points_retention_s, downsample_s=settings.downsample_s)
+    return Store(connect_with(settings), retention_s=settings.points_retention_s, downsample_s=settings.downsample_s)
 
 
 def _migrate(args: argparse.Namespace) -> int:

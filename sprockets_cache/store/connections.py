@@ -1,6 +1,7 @@
 """Connections to Redis: one client for requests, one for event subscribers, both failing fast."""
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -11,11 +12,30 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import ClusterDownError, SlotNotCoveredError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    ReadOnlyError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 from sprockets_cache.errors import NotReplicated
+from sprockets_cache.settings import Settings
 
 Client = redis.Redis | RedisCluster
+# What a cluster says when a key's master is not where the client thinks: gone, demoted or moved.
+_LAYOUT_CHANGED = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    MovedError,
+    AskError,
+    ClusterDownError,
+    ReadOnlyError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 # What a client sees as 503: Redis is down, loading, or too slow to answer; or a cluster is down (CLUSTERDOWN,
 # as while a dead master's replica takes over), or part of it (MASTERDOWN, a slot that no node serves).
@@ -65,6 +85,7 @@ def connect(
     time_each_command: bool = True,
     sentinels: Sequence[str] = (),
     master: str = "",
+    sentinel_auth: Mapping[str, str] | None = None,
 ) -> Client:
     """A client that fails fast and never piles up connections: one quick retry on a dropped
     connection, never on a timeout, since a write that timed out may have happened.
@@ -84,9 +105,26 @@ def connect(
     if cluster:
         return RedisCluster.from_url(url, max_connections=max_connections or 1000, **options)
     if sentinels:
-        return _sentinel_master(url, sentinels, master, timeout_s, max_connections=max_connections or 1000, **options)
+        connections = max_connections or 1000
+        return _sentinel_master(
+            url, sentinels, master, timeout_s, sentinel_auth, max_connections=connections, **options
+        )
     pool = redis.ConnectionPool.from_url(url, max_connections=max_connections or 1000, **options)
     return redis.Redis.from_pool(pool)
+
+
+def connect_with(settings: Settings, max_connections: int | None = None, *, time_each_command: bool = True) -> Client:
+    """`connect` to the Redis the settings name: one, a cluster, or the master the Sentinels name."""
+    return connect(
+        settings.redis_url,
+        settings.redis_cluster,
+        settings.redis_timeout_s,
+        max_connections,
+        time_each_command=time_each_command,
+        sentinels=settings.redis_sentinels,
+        master=settings.redis_sentinel_master,
+        sentinel_auth=settings.sentinel_auth,
+    )
 
 
 class _SentinelPool(SentinelConnectionPool):
@@ -99,11 +137,19 @@ class _SentinelPool(SentinelConnectionPool):
             await self.sentinel_manager.aclose()
 
 
-def _sentinel_master(url: str, sentinels: Sequence[str], master: str, timeout_s: float, **options: Any) -> redis.Redis:
-    """A client of the master the Sentinels (each "host:port") name `master`. Each new connection asks
-    them where the master is; a connection that finds its server demoted (READONLY) or gone is dropped,
-    so after a failover the next connection, or the retry of the failed call, reaches the new master.
-    From `url` only the password, user, database and scheme (rediss: TLS) apply."""
+def _sentinel_master(
+    url: str,
+    sentinels: Sequence[str],
+    master: str,
+    timeout_s: float,
+    sentinel_auth: Mapping[str, str] | None,
+    **options: Any,
+) -> redis.Redis:
+    """A client of the master the Sentinels (each "host:port") name `master`, logged in to them with
+    `sentinel_auth` (username, password) if given. Each new connection asks them where the master is; a
+    connection that finds its server demoted (READONLY) or gone is dropped, so after a failover the next
+    connection, or the retry of the failed call, reaches the new master. From `url` only the password,
+    user, database and scheme (rediss: TLS) apply, to the master and its replicas."""
     settings: dict[str, Any] = dict(parse_url(url))
     if "path" in settings:
         raise ValueError("REDIS_URL must be redis:// or rediss:// with Sentinels, not a unix socket")
@@ -113,7 +159,7 @@ def _sentinel_master(url: str, sentinels: Sequence[str], master: str, timeout_s:
     addresses = [(host, int(port)) for host, _, port in (address.rpartition(":") for address in sentinels)]
     # The Sentinels answer in their own time, not the one commands get (which may be none: see connect).
     timeouts = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
-    manager = Sentinel(addresses, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
+    manager = Sentinel(addresses, sentinel_kwargs={**timeouts, **(sentinel_auth or {})})  # type: ignore[no-untyped-call]
     client: redis.Redis = manager.master_for(master, connection_pool_class=_SentinelPool, **settings, **options)
     return client
 
@@ -148,20 +194,47 @@ async def _send_and_read(connection: redis.Connection, args: tuple[Any, ...]) ->
     return await connection.read_response()
 
 
-async def execute_and_wait(client: redis.Redis, replicas: int, wait_ms: int, *args: Any) -> Any:
+async def execute_and_wait(client: Client, key: Any, replicas: int, wait_ms: int, *args: Any) -> Any:
     """execute(), then WAIT on the same connection, in the same round trip: NotReplicated unless
-    `replicas` replicas confirm, within `wait_ms`, that they have this write and every one before it."""
-    pool = client.connection_pool
-    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-    try:
-        reply, confirmed = await connection.retry.call_with_retry(
-            lambda: _send_and_wait(connection, args, replicas, wait_ms), lambda _: connection.disconnect()
-        )
-    finally:
-        await pool.release(connection)
+    `replicas` replicas confirm, within `wait_ms`, that they have this write and every one before it.
+
+    On a cluster both go to the master that owns `key`'s slot, whose replicas WAIT counts; a failed call
+    there (the master gone or demoted, the slot moved) has the client learn the cluster's layout again,
+    as redis-py does after its own failed calls, so that a retry finds the new master."""
+    if isinstance(client, RedisCluster):
+        reply, confirmed = await _send_and_wait_on_cluster(client, key, args, replicas, wait_ms)
+    else:
+        pool = client.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            reply, confirmed = await connection.retry.call_with_retry(
+                lambda: _send_and_wait(connection, args, replicas, wait_ms), lambda _: connection.disconnect()
+            )
+        finally:
+            await pool.release(connection)
     if confirmed < replicas:
         raise NotReplicated(confirmed, replicas)
     return reply
+
+
+async def _send_and_wait_on_cluster(
+    client: RedisCluster, key: Any, args: tuple[Any, ...], replicas: int, wait_ms: int
+) -> tuple[Any, int]:
+    try:
+        node = client.get_node_from_key(key)
+        assert node is not None  # None only when a replica is asked for
+        connection = node.acquire_connection()
+        try:
+            return await _send_and_wait(connection, args, replicas, wait_ms)
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            node.release(connection)
+    except _LAYOUT_CHANGED:
+        with contextlib.suppress(redis.RedisError):
+            await client.nodes_manager.initialize()
+        raise
 
 
 async def _send_and_wait(
@@ -178,7 +251,13 @@ async def _send_and_wait(
 
 
 def connect_subscribers(
-    url: str, cluster: bool, timeout_s: float, max_clients: int, sentinels: Sequence[str] = (), master: str = ""
+    url: str,
+    cluster: bool,
+    timeout_s: float,
+    max_clients: int,
+    sentinels: Sequence[str] = (),
+    master: str = "",
+    sentinel_auth: Mapping[str, str] | None = None,
 ) -> Client:
     """A second client, for event subscribers that block in XREAD, so they never take the connections
     requests need. On one Redis each subscriber holds one of at most `max_clients` connections and
@@ -191,7 +270,7 @@ def connect_subscribers(
     if cluster:
         return RedisCluster.from_url(url, **options)
     if sentinels:
-        return _sentinel_master(url, sentinels, master, timeout_s, health_check_interval=30, **options)
+        return _sentinel_master(url, sentinels, master, timeout_s, sentinel_auth, health_check_interval=30, **options)
     pool = redis.BlockingConnectionPool.from_url(url, timeout=0, health_check_interval=30, **options)
     return redis.Redis.from_pool(pool)
 

@@ -19,31 +19,34 @@ class Script:
     """A script of lua/, run with EVALSHA: on one Redis by connections.execute, else (on a cluster, or
     queued in a pipeline) by redis-py's AsyncScript, which routes by key. Called as AsyncScript is.
 
-    With `replicas`, a call waits (WAIT, on the same connection) until that many replicas confirm
-    it, for at most `wait_ms`; NotReplicated if they do not. Only on one Redis (Settings refuses
-    REDIS_WAIT_REPLICAS on a cluster)."""
+    With `replicas`, a call waits (WAIT, on the same connection: on a cluster, one of the master that
+    owns the first key's slot) until that many replicas confirm it, for at most `wait_ms`;
+    NotReplicated if they do not."""
 
     def __init__(self, client: Client, name: str, replicas: int = 0, wait_ms: int = 0) -> None:
+        self.redis = client
+        # The short way (connections.execute), on one Redis only.
         self.client = None if isinstance(client, RedisCluster) else client
         self.script = client.register_script(files("sprockets_cache.store").joinpath(f"lua/{name}.lua").read_text())
         self.replicas, self.wait_ms = replicas, wait_ms
 
     async def __call__(self, keys: Sequence[Any], args: Sequence[Any], client: Any = None, wait: bool = True) -> Any:
         """`wait`=False: skip the WAIT, when a later write of the same request waits for both."""
-        if client is not None or self.client is None:
+        waits = bool(self.replicas and wait and client is None)
+        if not waits and (client is not None or self.client is None):
             return await self.script(keys, args, client)
         try:
-            if not (self.replicas and wait):
+            if not waits:
+                assert self.client is not None
                 return await execute(self.client, "EVALSHA", self.script.sha, len(keys), *keys, *args)
             return await self._run_and_wait(keys, args)
         except NoScriptError:
             # Redis lost its scripts (a restart, a failover, SCRIPT FLUSH) and ran nothing: load and run it.
-            if not (self.replicas and wait):
+            if not waits:
                 return await self.script(keys, args)
-            await self.client.script_load(self.script.script)
+            await self.redis.script_load(self.script.script)
             return await self._run_and_wait(keys, args)
 
     async def _run_and_wait(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        assert self.client is not None
         command = ("EVALSHA", self.script.sha, len(keys), *keys, *args)
-        return await execute_and_wait(self.client, self.replicas, self.wait_ms, *command)
+        return await execute_and_wait(self.redis, keys[0], self.replicas, self.wait_ms, *command)

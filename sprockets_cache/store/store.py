@@ -97,7 +97,7 @@ class Store(SprocketStore, FactoryStore):
         """The last write of a create with an Idempotency-Key: it waits for replicas for the create too."""
         key = keys.key_for_idempotency(scope, digest)
         if self.wait_replicas:
-            await execute_and_wait(self.redis, self.wait_replicas, self.wait_ms, "SET", key, record, "EX", ttl_s)
+            await execute_and_wait(self.redis, key, self.wait_replicas, self.wait_ms, "SET", key, record, "EX", ttl_s)
         else:
             await self.redis.set(key, record, ex=ttl_s)
 
@@ -106,7 +106,8 @@ class Store(SprocketStore, FactoryStore):
         expiry), to wait until replicas have it, since the first answer may have been that they did not."""
         if self.wait_replicas:
             key = keys.key_for_idempotency(scope, digest)
-            await execute_and_wait(self.redis, self.wait_replicas, self.wait_ms, "SET", key, record, "KEEPTTL", "XX")
+            wait = (self.wait_replicas, self.wait_ms)
+            await execute_and_wait(self.redis, key, *wait, "SET", key, record, "KEEPTTL", "XX")
 
     async def release_idempotency(self, scope: str, digest: str) -> None:
         await self.redis.delete(keys.key_for_idempotency(scope, digest))

@@ -197,23 +197,31 @@ def _master_of(nodes: list[EmbeddedRedis], key: str) -> EmbeddedRedis:
     return next(node for node in nodes if node.port == port)
 
 
-async def test_on_a_cluster_with_wait_for_one_replica_no_acknowledged_write_is_lost_in_a_failover(
-    tmp_path: Path,
-) -> None:
-    """3 masters with 2 replicas each, REDIS_WAIT_REPLICAS=1: each write and its WAIT go to the master of
-    its keys, so an acknowledged write is on one of that master's replicas, and the election promotes
-    the replica that is furthest along."""
-    with local_cluster(tmp_path, replicas=2, node_timeout_ms=1000) as nodes:
+async def _kill_a_cluster_master(tmp_path: Path, replicas: int, wait_replicas: int) -> tuple[Acknowledged, list[str]]:
+    """Kills the master of the sprockets' slot, under load; what was acknowledged, and what of it was lost."""
+    with local_cluster(tmp_path, replicas=replicas, node_timeout_ms=1000) as nodes:
         victim = _master_of(nodes, keys.SPROCKET_INDEX)
         survivor = next(node for node in nodes if node is not victim)
-        settings = Settings(redis_url=survivor.url, redis_cluster=True, redis_timeout_s=2.0, redis_wait_replicas=1)
+        settings = Settings(
+            redis_url=survivor.url, redis_cluster=True, redis_timeout_s=2.0, redis_wait_replicas=wait_replicas
+        )
         async for api in _api(settings):
             seen = await _kill_master_under_load(api, victim.kill)
             await _eventually_ready(api)
         assert seen.recovered_at is not None and seen.failed_at is not None
         assert seen.recovered_at - seen.failed_at < RECOVERY_S
         async with connect(survivor.url, cluster=True) as client:
-            assert await lost_writes(Store(client), seen) == []
+            return seen, await lost_writes(Store(client), seen)
+
+
+async def test_on_a_cluster_with_wait_for_one_replica_no_acknowledged_write_is_lost_in_a_failover(
+    tmp_path: Path,
+) -> None:
+    """3 masters with 2 replicas each, REDIS_WAIT_REPLICAS=1: each write and its WAIT go to the master of
+    its keys, so an acknowledged write is on one of that master's replicas, and the election promotes
+    the replica that is furthest along."""
+    _, lost = await _kill_a_cluster_master(tmp_path, replicas=2, wait_replicas=1)
+    assert lost == []
 
 
 async def test_on_a_cluster_with_replicas_writes_to_a_dead_masters_slots_recover(
@@ -221,17 +229,8 @@ async def test_on_a_cluster_with_replicas_writes_to_a_dead_masters_slots_recover
 ) -> None:
     """3 masters with a replica each; the master of the sprockets' slot dies. Without WAIT a write is
     acknowledged once its master has it: the test reports how many the kill took."""
-    with local_cluster(tmp_path, replicas=1, node_timeout_ms=1000) as nodes:
-        victim = _master_of(nodes, keys.SPROCKET_INDEX)
-        survivor = next(node for node in nodes if node is not victim)
-        settings = Settings(redis_url=survivor.url, redis_cluster=True, redis_timeout_s=2.0)
-        async for api in _api(settings):
-            seen = await _kill_master_under_load(api, victim.kill)
-            await _eventually_ready(api)
-        assert seen.recovered_at is not None and seen.failed_at is not None
-        assert seen.recovered_at - seen.failed_at < RECOVERY_S
-        async with connect(survivor.url, cluster=True) as client:
-            lost = await lost_writes(Store(client), seen)
+    seen, lost = await _kill_a_cluster_master(tmp_path, replicas=1, wait_replicas=0)
+    assert seen.recovered_at is not None and seen.failed_at is not None
     acknowledged = len(seen.created) + len(seen.updated) + len(seen.points)
     with capsys.disabled():
         sys.stdout.write(

@@ -68,7 +68,7 @@ def _release(binary: str) -> str | None:
     """The release a redis-server says it is (`--version`: "Redis server v=7.0.15 ..."), if it says."""
     try:
         said = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
-    except OSError:
+    except (OSError, subprocess.TimeoutExpired):
         return None
     match = re.search(r"v=(\S+)", said)
     return match[1] if match else None

@@ -18,7 +18,7 @@ MIGRATE_COMMAND = "python -m sprockets_cache migrate"
 # Every write script declares flags (`#!lua`), which Redis reads from 7.0 on, so that Redis refuses a
 # write whole before it starts (out of memory, read-only); Valkey began at 7.2.
 OLDEST_REDIS = (7, 0)
-OLDEST_TEXT = "7.0"
+OLDEST_TEXT = ".".join(map(str, OLDEST_REDIS))
 
 
 class IncompatibleStore(Exception):

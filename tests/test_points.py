@@ -88,10 +88,15 @@ def test_small_and_large_reads_parse_alike(points: int) -> None:
     ]
 
 
-@pytest.fixture(params=[ranges.SCRIPT_READS_AT_MOST, 3], ids=["script-reads", "transaction-reads"])
+@pytest.fixture(params=["direct", "script", "transaction"])
 def script_reads_at_most(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reads of more points than this go through a transaction of ZRANGEs rather than the read script."""
-    monkeypatch.setattr(ranges, "SCRIPT_READS_AT_MOST", request.param)
+    """Each way a range is read: ranges of a few buckets in one transaction of the buckets their times
+    name (direct), else by the read script, which leaves more than SCRIPT_READS_AT_MOST points to a
+    transaction of the buckets it names."""
+    if request.param != "direct":
+        monkeypatch.setattr(ranges, "DIRECT_BUCKETS_AT_MOST", 0)
+    if request.param == "transaction":
+        monkeypatch.setattr(ranges, "SCRIPT_READS_AT_MOST", 3)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

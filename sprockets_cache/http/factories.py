@@ -59,28 +59,26 @@ async def list_factories(request: Request) -> Response:
     most = settings(request).max_response_points
     bucket_s = bucket_width(request)
     cache = _cache(request)
-    if not cache.enabled:
-        factories, last_id = await store(request).list_factories(after, limit, first, last, most)
-        return page_response(request, "factories", [f.as_json(bucket_s) for f in factories], last_id)
-    # The same entries as single reads: a factory held at its stamp is not read again.
+    # The same entries as single reads: a factory held at its stamp in Redis is not read again.
     held: dict[int, bytes] = {}
 
-    def holds(factory_id: int, stamp: Stamp) -> bool:
-        body = cache.get(read_cache.key(factory_id, first, last, bucket_s), stamp)
-        if body is not None:
-            held[factory_id] = body
-        return body is not None
+    def holds(factory_id: int, stamp: Stamp) -> int | None:
+        entry = cache.get(read_cache.key(factory_id, first, last, bucket_s), stamp)
+        if entry is None:
+            return None
+        held[factory_id] = entry.body
+        return entry.points
 
-    listed, last_id = await store(request).list_stamped_factories(after, limit, first, last, most, holds)
+    listed, last_id = await store(request).list_stamped_factories(
+        after, limit, first, last, most, holds if cache.enabled else None
+    )
     items: list[Any] = []
-    for factory_id, stamp, factory in listed:
+    for factory_id, factory in listed:
         if factory is None:
             items.append(orjson.Fragment(held[factory_id]))
             continue
         body = _encoded(factory, bucket_s)
-        # Kept only when its points are of the stamp read before them (see get_factory).
-        if factory.version == stamp.version:
-            cache.put(read_cache.key(factory_id, first, last, bucket_s), stamp, body)
+        cache.put(read_cache.key(factory_id, first, last, bucket_s), factory.stamp, body, len(factory.points.time))
         items.append(orjson.Fragment(body))
     return page_response(request, "factories", items, last_id)
 
@@ -91,23 +89,22 @@ async def get_factory(request: Request) -> Response:
     most = settings(request).max_response_points
     factory_id = path_id(request, "factory_id")
     cache = _cache(request)
-    if not cache.enabled:
-        factory = await store(request).get_factory(factory_id, first, last, most)
-        return versioned_response(request, factory.as_json(bucket_s), factory.version)
-    # The stamp first, then (unless it is held) the points: an answer is kept under the stamp read before
-    # it, and only when the read's own version is the stamp's. Were the store emptied and the factory made
-    # again in between, the answer is the new factory's, kept under the old stamp, which never comes back.
-    stamp = await store(request).factory_stamp(factory_id)
-    if not_modified(request, stamp.version):
-        return _answer(None, stamp.version)
     query = read_cache.key(factory_id, first, last, bucket_s)
-    body = cache.get(query, stamp)
-    if body is not None:
-        return _answer(body, stamp.version)
+    if query in cache or "if-none-match" in request.headers:
+        # The stamp alone (one small round trip) answers a conditional read, and tells whether the answer
+        # kept is still Redis's.
+        stamp = await store(request).factory_stamp(factory_id)
+        if not_modified(request, stamp.version):
+            return _answer(None, stamp.version)
+        entry = cache.get(query, stamp)
+        if entry is not None:
+            return _answer(entry.body, stamp.version)
+    elif cache.enabled:
+        cache.get(query, None)  # a miss, counted
+    # The points and the stamp they are of, read in one step: the answer is kept under that stamp.
     factory = await store(request).get_factory(factory_id, first, last, most)
     body = _encoded(factory, bucket_s)
-    if factory.version == stamp.version:
-        cache.put(query, stamp, body)
+    cache.put(query, factory.stamp, body, len(factory.points.time))
     return _answer(None if not_modified(request, factory.version) else body, factory.version)
 
 

@@ -1,11 +1,9 @@
 """Connections to Redis: one client for requests, one for event subscribers, both failing fast."""
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import hiredis
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import parse_url
@@ -13,30 +11,13 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import (
-    AskError,
     ClusterDownError,
-    MovedError,
-    ReadOnlyError,
     SlotNotCoveredError,
-    TryAgainError,
 )
 
-from sprockets_cache.errors import NotReplicated
 from sprockets_cache.settings import Settings
 
 Client = redis.Redis | RedisCluster
-# What a cluster says when a key's master is not where the client thinks: gone, demoted or moved.
-_LAYOUT_CHANGED = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    MovedError,
-    AskError,
-    ClusterDownError,
-    ReadOnlyError,
-    SlotNotCoveredError,
-    TryAgainError,
-)
-
 # What a client sees as 503: Redis is down, loading, or too slow to answer; or a cluster is down (CLUSTERDOWN,
 # as while a dead master's replica takes over), or part of it (MASTERDOWN, a slot that no node serves).
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
@@ -164,92 +145,6 @@ def _sentinel_master(
     return client
 
 
-async def command(client: Client, *args: Any) -> Any:
-    """A command that needs no response callback: by `execute` on one Redis, by redis-py on a cluster."""
-    if isinstance(client, RedisCluster):
-        return await client.execute_command(*args)
-    return await execute(client, *args)
-
-
-async def execute(client: redis.Redis, *args: Any) -> Any:
-    """One command on a connection of `client`'s pool, with the client's retry on a dropped connection,
-    but not the rest of what redis-py's execute_command puts around each call (a closure for the retry,
-    its observability hooks, response callbacks): 8-18 µs less CPU a request, 7-12% of it
-    (BENCHMARKS.md). The reply is Redis's as hiredis parses it, so only for commands that have no
-    response callback, such as EVALSHA and HMGET."""
-    pool = client.connection_pool
-    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-    try:
-        return await connection.retry.call_with_retry(
-            lambda: _send_and_read(connection, args), lambda _: connection.disconnect()
-        )
-    finally:
-        await pool.release(connection)
-
-
-async def _send_and_read(connection: redis.Connection, args: tuple[Any, ...]) -> Any:
-    # hiredis packs in C what redis-py's asyncio connection packs in Python: a 10,000-point write's
-    # 20,000 arguments in a quarter of the time, the same bytes.
-    await connection.send_packed_command(hiredis.pack_command(args))
-    return await connection.read_response()
-
-
-async def execute_and_wait(client: Client, key: Any, replicas: int, wait_ms: int, *args: Any) -> Any:
-    """execute(), then WAIT on the same connection, in the same round trip: NotReplicated unless
-    `replicas` replicas confirm, within `wait_ms`, that they have this write and every one before it.
-
-    On a cluster both go to the master that owns `key`'s slot, whose replicas WAIT counts; a failed call
-    there (the master gone or demoted, the slot moved) has the client learn the cluster's layout again,
-    as redis-py does after its own failed calls, so that a retry finds the new master."""
-    if isinstance(client, RedisCluster):
-        reply, confirmed = await _send_and_wait_on_cluster(client, key, args, replicas, wait_ms)
-    else:
-        pool = client.connection_pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            reply, confirmed = await connection.retry.call_with_retry(
-                lambda: _send_and_wait(connection, args, replicas, wait_ms), lambda _: connection.disconnect()
-            )
-        finally:
-            await pool.release(connection)
-    if confirmed < replicas:
-        raise NotReplicated(confirmed, replicas)
-    return reply
-
-
-async def _send_and_wait_on_cluster(
-    client: RedisCluster, key: Any, args: tuple[Any, ...], replicas: int, wait_ms: int
-) -> tuple[Any, int]:
-    try:
-        node = client.get_node_from_key(key)
-        assert node is not None  # None only when a replica is asked for
-        connection = node.acquire_connection()
-        try:
-            return await _send_and_wait(connection, args, replicas, wait_ms)
-        except BaseException:
-            await connection.disconnect()
-            raise
-        finally:
-            node.release(connection)
-    except _LAYOUT_CHANGED:
-        with contextlib.suppress(redis.RedisError):
-            await client.nodes_manager.initialize()
-        raise
-
-
-async def _send_and_wait(
-    connection: redis.Connection, args: tuple[Any, ...], replicas: int, wait_ms: int
-) -> tuple[Any, int]:
-    wait: tuple[Any, ...] = ("WAIT", replicas, wait_ms)
-    await connection.send_packed_command(hiredis.pack_command(args) + hiredis.pack_command(wait))
-    try:
-        reply = await connection.read_response()
-    except redis.ResponseError:
-        await connection.read_response()  # WAIT's reply, so the connection stays in step
-        raise
-    return reply, await connection.read_response()
-
-
 def connect_subscribers(
     url: str,
     cluster: bool,
@@ -273,41 +168,6 @@ def connect_subscribers(
         return _sentinel_master(url, sentinels, master, timeout_s, sentinel_auth, health_check_interval=30, **options)
     pool = redis.BlockingConnectionPool.from_url(url, timeout=0, health_check_interval=30, **options)
     return redis.Redis.from_pool(pool)
-
-
-async def transaction(client: Client, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """The commands' replies, run in one MULTI/EXEC (on a cluster their keys must share a slot).
-
-    On one Redis, sent in one write on a pooled connection and read without redis-py's pipeline, which
-    costs about as much again for thousands of commands; the client's retry on a dropped connection
-    holds, since a transaction that did not reach EXEC did nothing. Replies as hiredis parses them."""
-    if isinstance(client, RedisCluster):
-        async with client.pipeline(transaction=True) as pipe:
-            for command in commands:
-                pipe.execute_command(*command)
-            return list(await pipe.execute())
-    pool = client.connection_pool
-    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-    try:
-        replies: list[Any] = await connection.retry.call_with_retry(
-            lambda: _send_transaction(connection, commands), lambda _: connection.disconnect()
-        )
-    except BaseException:
-        await connection.disconnect()  # replies may be left unread on it
-        raise
-    finally:
-        await pool.release(connection)
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    return replies
-
-
-async def _send_transaction(connection: redis.Connection, commands: Sequence[tuple[Any, ...]]) -> Any:
-    await connection.send_packed_command(b"".join(map(hiredis.pack_command, [("MULTI",), *commands, ("EXEC",)])))
-    for _ in range(len(commands) + 1):
-        await connection.read_response()  # OK, then QUEUED for each command
-    return await connection.read_response()
 
 
 def redacted(url: str) -> str:

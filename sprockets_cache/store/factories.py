@@ -9,12 +9,10 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from redis.asyncio.cluster import RedisCluster
-
 from sprockets_cache.clock import now
 from sprockets_cache.errors import BeforeRawWindow, NotFound, TooManyPoints
 from sprockets_cache.store import keys, ranges
-from sprockets_cache.store.connections import command
+from sprockets_cache.store.commands import command, pipelined
 from sprockets_cache.store.points import Buckets, count, span
 from sprockets_cache.store.records import Factory, Stamp, Summary
 from sprockets_cache.store.scripts import Script, flat
@@ -23,8 +21,6 @@ from sprockets_cache.store.scripts import Script, flat
 EVENTS_KEPT = 1000
 # As many points as a read may return when the caller sets no bound.
 UNLIMITED = 2**62
-# The stamp of a factory that appeared between its stamp's read and its points': matches no other.
-_NO_STAMP = Stamp(0, b"")
 
 
 class FactoryStore:
@@ -108,9 +104,16 @@ class FactoryStore:
         spans = keys.key_for_factory_spans(factory_id)
         return (keys.factory_points_prefix(factory_id), spans, self.retention_s, self.downsample_s)
 
-    async def get_factory(self, factory_id: int, first: int, last: int, most: int = UNLIMITED) -> Factory:
-        """The factory with its points in [first, last]; TooManyPoints when there are more than `most`."""
-        reply = await self._read_factory(*ranges.script_args(factory_id, first, last, most))
+    async def get_factory(
+        self, factory_id: int, first: int, last: int, most: int = UNLIMITED, script_reads_at_most: int | None = None
+    ) -> Factory:
+        """The factory with its points in [first, last]; TooManyPoints when there are more than `most`.
+        `script_reads_at_most`: as ranges.script_args."""
+        if ranges.is_direct(first, last):
+            factory = await ranges.direct(self.redis, factory_id, first, last, most)
+            if factory is not None:
+                return factory
+        reply = await self._read_factory(*ranges.script_args(factory_id, first, last, most, script_reads_at_most))
         if reply is None:
             raise NotFound(factory_id)
         return await ranges.factory(self.redis, factory_id, first, last, most, reply)
@@ -132,9 +135,7 @@ class FactoryStore:
 
     async def factory_stamp(self, factory_id: int) -> Stamp:
         """The factory's version and created_at, in one small round trip; NotFound when there is none."""
-        version, created_at = await command(
-            self.redis, "HMGET", keys.key_for_factory(factory_id), "version", "created_at"
-        )
+        version, created_at = await command(self.redis, *_stamp(factory_id))
         if version is None:
             raise NotFound(factory_id)
         return Stamp(int(version), created_at or b"")
@@ -142,12 +143,10 @@ class FactoryStore:
     async def list_factories(
         self, after: int, limit: int, first: int, last: int, most: int = UNLIMITED
     ) -> tuple[list[Factory], int | None]:
-        """A page of factories with their points in [first, last]: at most `limit` factories and `most` points.
-
-        Returns the page and the id to continue after (None at the end).
-        """
+        """A page of factories with their points in [first, last]: at most `limit` factories and `most`
+        points. Returns the page and the id to continue after (None at the end)."""
         page, next_id = await self.list_stamped_factories(after, limit, first, last, most)
-        return [factory for _, _, factory in page if factory is not None], next_id
+        return [factory for _, factory in page if factory is not None], next_id
 
     async def list_stamped_factories(
         self,
@@ -156,55 +155,60 @@ class FactoryStore:
         first: int,
         last: int,
         most: int = UNLIMITED,
-        held: Callable[[int, Stamp], bool] = lambda factory_id, stamp: False,
-    ) -> tuple[list[tuple[int, Stamp, Factory | None]], int | None]:
-        """As list_factories, each factory with its id and its stamp, read before its points; a factory
-        for which `held(id, stamp)` (the caller has its answer at that stamp) and whose version did not
-        move since comes as None, its points unread. Returns the page and the id to continue after."""
+        held: Callable[[int, Stamp], int | None] | None = None,
+    ) -> tuple[list[tuple[int, Factory | None]], int | None]:
+        """As list_factories, each factory with its id. With `held`, each factory's stamp is read first,
+        and a factory for which `held(id, stamp)` gives a number of points (the caller has its answer at
+        that stamp) comes as None, its points unread."""
         ids = await self.redis.zrangebyscore(keys.FACTORY_INDEX, f"({after}", "+inf", start=0, num=limit + 1)
         page = [int(i) for i in ids[:limit]]
-        # The script only counts each factory's points here and names their buckets: the points come from
-        # plain ZRANGEs, read for all factories at once, which cost Redis a fifth of what the script's do.
-        reads = [ranges.script_args(factory_id, first, last, most, script_reads_at_most=0) for factory_id in page]
-        stamps_and_replies: list[Any]
-        if isinstance(self.redis, RedisCluster):
-            # Concurrent calls: a cluster client cannot pipeline scripts, and factories live on different shards.
-            async def stamped(factory_id: int, read: tuple[list[str], list[Any]]) -> tuple[Any, Any]:
-                stamp = await self.redis.hmget(keys.key_for_factory(factory_id), "version", "created_at")
-                return stamp, await self._read_factory(*read)
-
-            pairs = await asyncio.gather(
-                *(stamped(factory_id, read) for factory_id, read in zip(page, reads, strict=True))
-            )
-            stamps_and_replies = [item for pair in pairs for item in pair]
-        else:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for factory_id, (read_keys, read_args) in zip(page, reads, strict=True):
-                    # In order on one connection: each stamp is read before its factory's points.
-                    pipe.hmget(keys.key_for_factory(factory_id), "version", "created_at")
-                    await self._read_factory(read_keys, read_args, client=pipe)
-                stamps_and_replies = await pipe.execute()
-        chosen: list[tuple[int, Stamp, Any]] = []
         next_id = page[-1] if len(ids) > limit else None
+        counts: list[int | None] = [None] * len(page)
+        if held is not None:
+            stamps = await pipelined(self.redis, [_stamp(i) for i in page])
+            counts = [
+                None if version is None else held(factory_id, Stamp(int(version), created_at or b""))
+                for factory_id, (version, created_at) in zip(page, stamps, strict=True)
+            ]
+        # The script only counts the points of each factory not held, and names their buckets: the points
+        # come from plain ZRANGEs, which cost Redis a fifth of what the script's reads do.
+        unread = [factory_id for factory_id, points in zip(page, counts, strict=True) if points is None]
+        replies = dict(
+            zip(
+                unread,
+                await self._read_factory.many(
+                    [ranges.script_args(i, first, last, most, script_reads_at_most=0) for i in unread]
+                ),
+                strict=True,
+            )
+        )
+        chosen: list[tuple[int, Any]] = []
         budget = most
-        for factory_id, (version, created_at), reply in zip(
-            page, stamps_and_replies[0::2], stamps_and_replies[1::2], strict=True
-        ):
-            if reply is None:
+        for factory_id, held_points in zip(page, counts, strict=True):
+            reply = replies.get(factory_id)
+            if held_points is not None:
+                points = held_points
+            elif reply is not None:
+                points = int(reply[3])
+            else:
                 continue  # listed, but not written yet (or never, after a crash): see create_factory
-            if reply[2] > budget:
+            if points > budget:
                 if not chosen:
-                    raise TooManyPoints(reply[2], most)
+                    raise TooManyPoints(points, most)
                 next_id = chosen[-1][0]  # the page is full of points: end it early
                 break
-            budget -= reply[2]
-            stamp = _NO_STAMP if version is None else Stamp(int(version), created_at or b"")
-            chosen.append((factory_id, stamp, reply))
+            budget -= points
+            chosen.append((factory_id, reply))
 
-        async def read(factory_id: int, stamp: Stamp, reply: Any) -> Factory | None:
-            if int(reply[1]) == stamp.version and held(factory_id, stamp):
+        async def read(factory_id: int, reply: Any) -> Factory | None:
+            if reply is None:
                 return None
             return await ranges.factory(self.redis, factory_id, first, last, most, reply)
 
         factories = await asyncio.gather(*(read(*item) for item in chosen))
-        return [(i, stamp, f) for (i, stamp, _), f in zip(chosen, factories, strict=True)], next_id
+        return [(factory_id, f) for (factory_id, _), f in zip(chosen, factories, strict=True)], next_id
+
+
+def _stamp(factory_id: int) -> tuple[str, ...]:
+    """The command that reads what identifies a factory's state (records.Stamp)."""
+    return ("HMGET", keys.key_for_factory(factory_id), "version", "created_at")

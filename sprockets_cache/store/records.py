@@ -25,6 +25,12 @@ class Factory:
     resolution_s: int = 1
     # With spans: where the raw window starts (the spans before it are sums kept of trimmed points).
     raw_from: int = 0
+    # Read in the same step as the points: with version, the stamp they are of.
+    created_at: bytes = b""
+
+    @property
+    def stamp(self) -> "Stamp":
+        return Stamp(self.version, self.created_at)
 
     def as_json(self, bucket_s: int | None = None) -> dict[str, Any]:
         """The API's shape; with `bucket_s`, points summed per that many seconds (spans, if wider)."""

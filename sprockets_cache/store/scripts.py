@@ -7,7 +7,8 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
-from sprockets_cache.store.connections import Client, execute, execute_and_wait
+from sprockets_cache.store.commands import execute, execute_and_wait, pipelined
+from sprockets_cache.store.connections import Client
 
 
 def flat(pairs: Mapping[str, Any]) -> list[Any]:
@@ -16,7 +17,7 @@ def flat(pairs: Mapping[str, Any]) -> list[Any]:
 
 
 class Script:
-    """A script of lua/, run with EVALSHA: on one Redis by connections.execute, else (on a cluster, or
+    """A script of lua/, run with EVALSHA: on one Redis by commands.execute, else (on a cluster, or
     queued in a pipeline) by redis-py's AsyncScript, which routes by key. Called as AsyncScript is.
 
     With `replicas`, a call waits (WAIT, on the same connection: on a cluster, one of the master that
@@ -25,7 +26,7 @@ class Script:
 
     def __init__(self, client: Client, name: str, replicas: int = 0, wait_ms: int = 0) -> None:
         self.redis = client
-        # The short way (connections.execute), on one Redis only.
+        # The short way (commands.execute), on one Redis only.
         self.client = None if isinstance(client, RedisCluster) else client
         self.script = client.register_script(files("sprockets_cache.store").joinpath(f"lua/{name}.lua").read_text())
         self.replicas, self.wait_ms = replicas, wait_ms
@@ -50,3 +51,16 @@ class Script:
     async def _run_and_wait(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         command = ("EVALSHA", self.script.sha, len(keys), *keys, *args)
         return await execute_and_wait(self.redis, keys[0], self.replicas, self.wait_ms, *command)
+
+    async def many(self, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:
+        """The replies of calls (keys, args) of a script that writes nothing, in one round trip (on a
+        cluster, concurrent calls), without WAIT."""
+        commands = [("EVALSHA", self.script.sha, len(keys), *keys, *args) for keys, args in calls]
+        replies = await pipelined(self.redis, commands)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            await self.redis.script_load(self.script.script)  # on a cluster, to every master
+            replies = await pipelined(self.redis, commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies

@@ -12,7 +12,7 @@ import orjson
 from sprockets_cache.clock import now
 from sprockets_cache.errors import NotFound, VersionMismatch
 from sprockets_cache.store import keys
-from sprockets_cache.store.connections import command
+from sprockets_cache.store.commands import command
 from sprockets_cache.store.records import Sprocket
 from sprockets_cache.store.scripts import Script, flat
 

@@ -15,7 +15,8 @@ import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 
 from sprockets_cache.store import keys, streams
-from sprockets_cache.store.connections import Client, command, execute_and_wait
+from sprockets_cache.store.commands import command, execute_and_wait
+from sprockets_cache.store.connections import Client
 from sprockets_cache.store.factories import FactoryStore
 from sprockets_cache.store.scripts import Script
 from sprockets_cache.store.sprockets import SprocketStore

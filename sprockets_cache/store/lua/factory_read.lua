@@ -3,15 +3,16 @@
 -- ARGV[1] the prefix bucket keys are named with, ARGV[2] the first and ARGV[3] the last time (unix s),
 -- ARGV[4] the most points to return, ARGV[5] the width of a bucket in seconds, ARGV[6] the most points
 -- this script reads itself, ARGV[7] the factory's spans key and ARGV[8] its buckets' sums (retention)
--- Returns false when there is no such factory, else {name, version, points} when points is over the
--- most; else {name, version, points, 'members', m}, m the members ("time:actual:goal") of the points
--- in the range in time order, joined by ":"; or, past ARGV[6] points, {name, version, points,
--- 'buckets', the numbers of the buckets in range...}: each point a script reads costs Redis five
--- times what a plain ZRANGE's reply does (its member becomes a Lua string), so the caller reads those
--- buckets itself (store.py).
+-- Returns false when there is no such factory, else {name, version, created_at, points} when points
+-- is over the most; else {name, version, created_at, points, 'members', m}, m the members
+-- ("time:actual:goal") of the points in the range in time order, joined by ":"; or, past ARGV[6]
+-- points, {name, version, created_at, points, 'buckets', the numbers of the buckets in range...}: each
+-- point a script reads costs Redis five times what a plain ZRANGE's reply does (its member becomes a
+-- Lua string), so the caller reads those buckets itself (ranges.py).
 -- The bucket keys share the factory's hash tag, so they live in its slot on a cluster.
-local meta = redis.call('HMGET', KEYS[1], 'name', 'version', 'raw_from', 'span_s')
+local meta = redis.call('HMGET', KEYS[1], 'name', 'version', 'raw_from', 'span_s', 'created_at')
 if not meta[2] then return false end
+meta[5] = meta[5] or ''  -- a nil would end the reply's array there
 
 -- Retention (docs/retention.md): a range that starts before the factory's raw window is answered
 -- wholly in spans of its width, widened to whole spans: the spans kept (ARGV[7] the spans key), then
@@ -45,8 +46,8 @@ if meta[4] and tonumber(ARGV[2]) < tonumber(meta[3]) then
     local sum = sums[start]
     out[#out + 1] = string.format('%d:%d:%d:%d', start, sum[1], sum[2], sum[3])
   end
-  if #out > tonumber(ARGV[4]) then return {meta[1], meta[2], #out} end
-  return {meta[1], meta[2], #out, 'spans', width, table.concat(out, ':'), meta[3]}
+  if #out > tonumber(ARGV[4]) then return {meta[1], meta[2], meta[5], #out} end
+  return {meta[1], meta[2], meta[5], #out, 'spans', width, table.concat(out, ':'), meta[3]}
 end
 -- End of retention.
 
@@ -66,11 +67,11 @@ for _, bucket in ipairs(numbers) do
   local key = ARGV[1] .. bucket
   points = points + (edge(bucket) and redis.call('ZCOUNT', key, first_time, last_time) or redis.call('ZCARD', key))
 end
-if points > tonumber(ARGV[4]) then return {meta[1], meta[2], points} end
-local reply = {meta[1], meta[2], points}
+local reply = {meta[1], meta[2], meta[5], points}
+if points > tonumber(ARGV[4]) then return reply end
 if points > tonumber(ARGV[6]) then
-  reply[4] = 'buckets'
-  for i, bucket in ipairs(numbers) do reply[i + 4] = bucket end
+  reply[5] = 'buckets'
+  for i, bucket in ipairs(numbers) do reply[i + 5] = bucket end
   return reply
 end
 local parts = {}
@@ -80,6 +81,6 @@ for _, bucket in ipairs(numbers) do
     or redis.call('ZRANGE', key, 0, -1)
   if #members > 0 then parts[#parts + 1] = table.concat(members, ':') end
 end
-reply[4] = 'members'
-reply[5] = table.concat(parts, ':')
+reply[5] = 'members'
+reply[6] = table.concat(parts, ':')
 return reply

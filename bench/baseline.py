@@ -1,7 +1,9 @@
 """The yardstick for `make bench`: about the least a Starlette + Redis service can do per request.
 
 No validation, ETags, problem+json, metrics or logging: each handler is one Redis round trip
-(redis.asyncio with hiredis), a decode, and orjson. Served like the API, one uvicorn worker:
+(redis.asyncio with hiredis), a decode, and orjson. POST chart_data runs the API's own write script
+(sprockets_cache/store/lua/factory_write.lua) with the keys and arguments the API gives it, so that the
+two compare what each does around the same Redis writes. Served like the API, one uvicorn worker:
 `python -m uvicorn baseline:app --app-dir bench --loop uvloop --http httptools`, REDIS_URL from the
 environment. Its keys start with `bl:` so they never meet the API's `sc:` keys in the same Redis.
 """
@@ -10,6 +12,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import redis.asyncio as redis
@@ -22,6 +25,10 @@ SPROCKET_NEXT_ID = "bl:sprocket:next_id"
 SPROCKET_INDEX = "bl:sprocket:index"
 SPROCKET_PREFIX = "bl:sprocket:"
 FIELDS = ("teeth", "pitch_diameter", "outside_diameter", "pitch")
+FACTORY_WRITE = Path(__file__).resolve().parent.parent / "sprockets_cache" / "store" / "lua" / "factory_write.lua"
+# As the API's store: points are kept in sorted sets of an hour each, and the events stream keeps 1,000 writes.
+BUCKET_WIDTH_S = 3600
+EVENTS_KEPT = 1000
 
 # INCR + HSET + ZADD in one round trip, as the API's sprocket_create.lua does (minus the version field).
 CREATE_SPROCKET = """
@@ -39,6 +46,11 @@ def key_for_sprocket(sprocket_id: int) -> str:
 def key_for_factory(factory_id: int) -> str:
     """A sorted set of "time:actual:goal" members, score = time (unix s)."""
     return f"bl:factory:{factory_id}"
+
+
+def factory_prefix(factory_id: int) -> str:
+    """The write script's keys, laid out as the API's (hash tag included): this plus ":buckets" and so on."""
+    return f"bl:{{factory:{factory_id}}}"
 
 
 def _json(body: object, status: int = 200) -> Response:
@@ -87,11 +99,37 @@ async def create_sprocket(request: Request) -> Response:
     return _json({"id": sprocket_id, **fields}, 201)
 
 
+async def write_chart_data(request: Request) -> Response:
+    """The points grouped by bucket and written by factory_write.lua, keys and arguments as its header
+    says. The points come in time order (the benchmark's bodies do), which the API would sort."""
+    prefix = factory_prefix(request.path_params["id"])
+    body = orjson.loads(await request.body())
+    times = body["time"]
+    buckets: dict[int, list[tuple[int, int, int]]] = {}
+    for point in zip(times, body["sprocket_production_actual"], body["sprocket_production_goal"], strict=True):
+        buckets.setdefault(point[0] // BUCKET_WIDTH_S, []).append(point)
+    keys = [prefix, f"{prefix}:buckets", f"{prefix}:events", f"{prefix}:scratch", f"{prefix}:sums"]
+    keys += [f"{prefix}:points:{n}" for n in buckets]
+    args: list[int | str] = [0, times[0], times[-1], len(times), EVENTS_KEPT]
+    for n, points in buckets.items():
+        args += [n, len(points), sum(p[1] for p in points), sum(p[2] for p in points)]
+    for points in buckets.values():
+        for t, a, g in reversed(points):  # newest first
+            args += [t, f"{t}:{a}:{g}"]
+    if await request.state.write_factory(keys=keys, args=args) is None:
+        return Response(status_code=404)  # no factory hash: the script wrote nothing
+    return _json({"written": len(times)})
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
     try:
-        yield {"redis": client, "create_sprocket": client.register_script(CREATE_SPROCKET)}
+        yield {
+            "redis": client,
+            "create_sprocket": client.register_script(CREATE_SPROCKET),
+            "write_factory": client.register_script(FACTORY_WRITE.read_text()),
+        }
     finally:
         await client.aclose()
 
@@ -101,6 +139,7 @@ app = Starlette(
         Route("/sprockets/{id:int}", get_sprocket),
         Route("/factories/{id:int}", get_factory),
         Route("/sprockets", create_sprocket, methods=["POST"]),
+        Route("/factories/{id:int}/chart_data", write_chart_data, methods=["POST"]),
     ],
     lifespan=lifespan,
 )

@@ -55,19 +55,22 @@ def _created(response: httpx.Response) -> int:
 
 def prepare_api(url: str, factories: int, factory_points: int, sprockets: int) -> dict[str, int]:
     """Through the API: `factories` factories of `factory_points` points first (so they are ids 1..N and
-    GET /factories?limit=N lists exactly them), then a 20-point factory and the sprockets."""
+    GET /factories?limit=N lists exactly them), then a 20-point factory, an empty one for the chart_data
+    writes, and the sprockets."""
     with httpx.Client(base_url=url, timeout=30) as client:
         for _ in range(factories):
             _created(client.post("/api/v1/factories", json={"chart_data": chart_data(0, factory_points)}))
         small = _created(client.post("/api/v1/factories", json={"chart_data": chart_data(0, 20)}))
+        written = _created(client.post("/api/v1/factories", json={"name": "chart_data writes"}))
         first = _created(client.post("/api/v1/sprockets", json=SPROCKET))
         for _ in range(sprockets - 1):
             _created(client.post("/api/v1/sprockets", json=SPROCKET))
-    return {"small_factory": small, "sprocket": first}
+    return {"small_factory": small, "written_factory": written, "sprocket": first}
 
 
 def prepare_baseline(redis_url: str, sprockets: int) -> None:
-    """Directly in Redis, the baseline's keys: the same sprockets and the same 20 points as the API's."""
+    """Directly in Redis, the baseline's keys: the same sprockets and the same 20 points as the API's, and
+    the hash of the factory its chart_data writes go to (the write script wants it there)."""
     stamp = "2026-01-01T00:00:00.000Z"
     sprocket = {**SPROCKET, "created_at": stamp, "updated_at": stamp}
     points = chart_data(0, 20)
@@ -79,6 +82,7 @@ def prepare_baseline(redis_url: str, sprockets: int) -> None:
             pipe.zadd(baseline.SPROCKET_INDEX, {sprocket_id: sprocket_id})
         pipe.set(baseline.SPROCKET_NEXT_ID, sprockets)
         pipe.zadd(baseline.key_for_factory(1), {f"{t}:{a}:{g}": t for t, a, g in columns})
+        pipe.hset(baseline.factory_prefix(1), mapping={"name": "chart_data writes", "version": 0, "created_at": stamp})
         pipe.execute()
     client.close()
 

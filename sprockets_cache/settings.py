@@ -51,8 +51,10 @@ class Settings(BaseSettings):
     max_chart_points: int = Field(100_000, ge=1)
     # A request body must arrive within this, so slow clients cannot hold a connection forever.
     body_timeout_s: float = Field(10.0, gt=0)
-    # Connections one API process serves at once; uvicorn answers 503 past it.
-    limit_concurrency: int = Field(1000, ge=1)
+    # Connections one API process keeps open; while as many are open, uvicorn answers every request with a
+    # plain-text 503. Requests are bounded by REQUESTS_AT_ONCE and REQUEST_QUEUE: this is only a ceiling
+    # on connections, which clients such as dashboards keep open between requests.
+    limit_concurrency: int = Field(10_000, ge=1)
     # API requests one process runs at once (0: no limit); later ones wait their turn in arrival order,
     # at most REQUEST_QUEUE of them, each at most REQUEST_QUEUE_WAIT_S (unset: a fifth of REDIS_TIMEOUT_S);
     # past either bound a request gets 503 at once (http/admission.py).

@@ -254,6 +254,28 @@ def test_run_serves_the_seeded_factories_on_an_embedded_redis_and_stops_both(wor
     assert not is_running(redis_pid)
 
 
+@pytest.mark.timeout(180)
+def test_serve_answers_while_more_connections_than_its_request_queue_are_open(
+    workdir: Path, redis_url: str, run_in: list[Run]
+) -> None:
+    """Dashboards keep connections open between polls: 1,200 idle ones, more than REQUESTS_AT_ONCE and
+    REQUEST_QUEUE together, must not make the server refuse the requests that do come."""
+    run = Run(workdir, free_port(), "-m", "sprockets_cache", "serve", REDIS_URL=redis_url)
+    run_in.append(run)
+    run.wait_until_serving()
+    host, port = run.url.removeprefix("http://").split(":")
+    idle = [socket.create_connection((host, int(port)), timeout=30) for _ in range(1200)]
+    try:
+        # The server has taken them all: a request on the last one is answered.
+        idle[-1].sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert idle[-1].recv(64).startswith(b"HTTP/1.1 200")
+        response = httpx.get(f"{run.url}/api/v1/sprockets", timeout=30)
+        assert response.status_code == 200, response.text
+    finally:
+        for connection in idle:
+            connection.close()
+
+
 @pytest.mark.timeout(120)
 def test_with_two_workers_metrics_count_the_requests_of_both(workdir: Path, run_in: list[Run]) -> None:
     tmp = workdir / "tmp"

@@ -76,7 +76,7 @@ def connect(
     per-command timeout starts a task and a timer for every command.
 
     At most `max_connections` (default 1000; per node on a cluster) are open; past that a call
-    fails at once (503) rather than queue: uvicorn's LIMIT_CONCURRENCY bounds requests before that.
+    fails at once (503) rather than queue: REQUESTS_AT_ONCE (http/admission.py) bounds requests before that.
     """
     options: dict[str, Any] = {
         "socket_timeout": timeout_s if time_each_command else None,

@@ -85,7 +85,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--in-flight", type=int, default=1, help="chart_data writes in flight, ingestion row")
     parser.add_argument("--factories", type=int, default=100, help="factories in the listing")
     parser.add_argument("--factory-points", type=int, default=1_000, help="points per listed factory")
-    parser.add_argument("--listing-requests", type=int, default=50)
+    parser.add_argument("--listing-requests", type=int, default=200, help="per listing measurement")
     parser.add_argument("--scaling-duration-s", type=float, default=3, help="seconds per wrk run, scale-out rows")
     parser.add_argument("--scaling-rounds", type=int, default=3, help="rounds of the scale-out rows")
     parser.add_argument("--security-rounds", type=int, default=15, help="rounds of the API keys and audit rows")

@@ -13,6 +13,7 @@ from sprockets_cache.http.web import (
     JSON,
     bucket_width,
     etag,
+    header,
     idempotent,
     json_response,
     not_modified,
@@ -90,7 +91,7 @@ async def get_factory(request: Request) -> Response:
     factory_id = path_id(request, "factory_id")
     cache = _cache(request)
     query = read_cache.key(factory_id, first, last, bucket_s)
-    if query in cache or "if-none-match" in request.headers:
+    if query in cache or header(request, b"if-none-match") is not None:
         # The stamp alone (one small round trip) answers a conditional read, and tells whether the answer
         # kept is still Redis's.
         stamp = await store(request).factory_stamp(factory_id)

@@ -1,11 +1,15 @@
 """`make soak`: a mixed read/write load on the API, one uvicorn worker on a Redis of its own, for a bounded
-time (SOAK_S, default 60 s). Reports requests, errors, p99 latency and the API process's memory at the
-start and end; exits 1 if any request failed or memory grew by more than a quarter after warm-up."""
+time (SOAK_S, default 60 s); then, as long again, 2,000 clients (wrk) reading factories, eight times what
+the process serves at once with its queue. Reports requests, errors, p99 latency and the API process's
+memory at the start and end of each; exits 1 if any request of the mixed load failed, if the overload
+got any answer but 200 and 503, or if memory grew by more than a quarter after warm-up."""
 
 import asyncio
 import os
 import random
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,6 +25,7 @@ DURATION_S = float(os.environ.get("SOAK_S", "60"))
 CLIENTS = 16
 WARM_UP_S = min(10.0, DURATION_S / 6)
 SPROCKET = {"teeth": 12, "pitch_diameter": 40.0, "outside_diameter": 44.0, "pitch": 10.5}
+OVERLOAD_CLIENTS = 2000
 # Growth past warm-up that counts as a leak: a quarter, or 20 MiB for a small process.
 LEAK_RATIO, LEAK_FLOOR_KIB = 1.25, 20 * 1024
 
@@ -102,10 +107,33 @@ async def soak(url: str, pid: int) -> int:
     return 1 if errors or grew else 0
 
 
+def overload(url: str, pid: int) -> int:
+    """OVERLOAD_CLIENTS connections, each reading one of the soak's factories again as soon as it is answered."""
+    command = ["wrk", "-t2", f"-c{OVERLOAD_CLIENTS}", "--timeout=10s", "--latency"]
+    path = "/api/v1/factories/1?bucket=3600"
+    subprocess.run([*command, f"-d{WARM_UP_S:.0f}s", url + path], capture_output=True, check=True)
+    start_kib = rss_kib(pid)
+    out = subprocess.run([*command, f"-d{DURATION_S:.0f}s", url + path], capture_output=True, text=True, check=True)
+    end_kib = rss_kib(pid)
+    total = int(re.search(r"(\d+) requests in", out.stdout)[1])  # type: ignore[index]
+    not_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out.stdout)
+    errors = re.search(r"Socket errors: .*", out.stdout)
+    metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    shed = sum(float(n) for n in re.findall(r'^requests_shed_total{reason="\w+"} (\S+)', metrics, re.MULTILINE))
+    answered_otherwise = (int(not_2xx[1]) if not_2xx else 0) - int(shed)
+    p99 = re.search(r"^\s*99%\s+(\S+)", out.stdout, re.MULTILINE)
+    report(f"{DURATION_S:.0f} s, {OVERLOAD_CLIENTS} clients (wrk), {total} answers, {int(shed)} of them 503s in all")
+    report(f"p99 {p99[1] if p99 else '?'}, {errors[0] if errors else 'no socket errors'}")
+    report(f"API memory {start_kib / 1024:.1f} MiB after warm-up, {end_kib / 1024:.1f} MiB at the end")
+    grew = end_kib > max(start_kib * LEAK_RATIO, start_kib + LEAK_FLOOR_KIB)
+    return 1 if answered_otherwise > 0 or grew else 0
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp, EmbeddedRedis(Path(tmp) / "redis") as redis_server:
         with serve_api(redis_server.url, Path(tmp)) as api:
-            return asyncio.run(soak(api.url, api.process.pid))
+            failed = asyncio.run(soak(api.url, api.process.pid))
+            return overload(api.url, api.process.pid) or failed
 
 
 if __name__ == "__main__":

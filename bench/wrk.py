@@ -42,7 +42,8 @@ class WrkResult:
     steal_cores: float = 0.0
 
 
-def _ms(text: str, label: str) -> float:
+def latency_ms(text: str, label: str) -> float:
+    """A latency percentile (label "99%" and so on) of wrk --latency's output, in ms."""
     match = re.search(rf"^\s*{label}\s+{_DURATION}", text, re.MULTILINE)
     if not match:
         raise WrkError(f"no {label!r} latency in wrk's output:\n{text}")
@@ -60,7 +61,7 @@ def parse(text: str) -> WrkResult:
     if not total:
         raise WrkError(f"cannot read wrk's output:\n{text}")
     requests, loaded_s = int(total[1]), float(total[2]) * _UNITS_MS[total[3]] / 1000 - START_DELAY_S
-    return WrkResult(requests / loaded_s, _ms(text, "50%"), _ms(text, "99%"), requests)
+    return WrkResult(requests / loaded_s, latency_ms(text, "50%"), latency_ms(text, "99%"), requests)
 
 
 def run(url: str, duration_s: float, script: Path | None = None) -> WrkResult:

@@ -56,10 +56,11 @@ class Settings(BaseSettings):
     # on connections, which clients such as dashboards keep open between requests.
     limit_concurrency: int = Field(10_000, ge=1)
     # API requests one process runs at once (0: no limit); later ones wait their turn in arrival order,
-    # at most REQUEST_QUEUE of them, each at most REQUEST_QUEUE_WAIT_S (unset: a fifth of REDIS_TIMEOUT_S);
-    # past either bound a request gets 503 at once (http/admission.py).
+    # at most REQUEST_QUEUE of them, each at most REQUEST_QUEUE_WAIT_S (unset: REDIS_TIMEOUT_S); past
+    # either bound a request gets 503 at once (http/admission.py). Generous by default: clients that
+    # retry a 503 at once cost more than a wait in the queue (docs/durability.md, "Under overload").
     requests_at_once: int = Field(64, ge=0)
-    request_queue: int = Field(1000, ge=0)
+    request_queue: int = Field(10_000, ge=0)
     request_queue_wait_s: float | None = Field(None, gt=0)
     # One JSON line per request on stderr.
     access_log: bool = True
@@ -108,7 +109,7 @@ class Settings(BaseSettings):
 
     @property
     def queue_wait_s(self) -> float:
-        return self.request_queue_wait_s or self.redis_timeout_s / 5
+        return self.request_queue_wait_s or self.redis_timeout_s
 
     @property
     def sentinel_auth(self) -> dict[str, str]:

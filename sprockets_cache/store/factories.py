@@ -104,16 +104,13 @@ class FactoryStore:
         spans = keys.key_for_factory_spans(factory_id)
         return (keys.factory_points_prefix(factory_id), spans, self.retention_s, self.downsample_s)
 
-    async def get_factory(
-        self, factory_id: int, first: int, last: int, most: int = UNLIMITED, script_reads_at_most: int | None = None
-    ) -> Factory:
-        """The factory with its points in [first, last]; TooManyPoints when there are more than `most`.
-        `script_reads_at_most`: as ranges.script_args."""
+    async def get_factory(self, factory_id: int, first: int, last: int, most: int = UNLIMITED) -> Factory:
+        """The factory with its points in [first, last]; TooManyPoints when there are more than `most`."""
         if ranges.is_direct(first, last):
             factory = await ranges.direct(self.redis, factory_id, first, last, most)
             if factory is not None:
                 return factory
-        reply = await self._read_factory(*ranges.script_args(factory_id, first, last, most, script_reads_at_most))
+        reply = await self._read_factory(*ranges.script_args(factory_id, first, last, most))
         if reply is None:
             raise NotFound(factory_id)
         return await ranges.factory(self.redis, factory_id, first, last, most, reply)

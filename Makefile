@@ -76,7 +76,8 @@ bench: $(STAMP)
 	$(BIN)/pip install -q matplotlib==3.11.2
 	$(BIN)/python bench/run.py
 
-# A mixed read/write load for SOAK_S seconds (default 60): fails on any error or on memory growth.
+# A mixed read/write load for SOAK_S seconds (default 60), then 2,000 clients (wrk) for as long: fails on any
+# error of the mixed load, on an overload answer other than 200 and 503, or on memory growth.
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py
 

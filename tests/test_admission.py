@@ -13,9 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from sprockets_cache.http.app import create_app
-from sprockets_cache.ops.embedded import EmbeddedRedis
+from sprockets_cache.ops.embedded import EmbeddedRedis, free_port
 from sprockets_cache.settings import Settings
 from tests.conftest import PATIENT_S, lifespan
 
@@ -115,3 +116,34 @@ async def test_a_request_that_waits_past_its_bound_is_503_while_the_one_ahead_st
         assert await metric(api, "request_queue_wait_seconds_count") == 1
         # Nothing was written for the shed request.
         assert [s["id"] for s in (await api.get("/api/v1/sprockets")).json()["sprockets"]] == [1]
+
+
+async def test_a_shed_write_leaves_its_connection_open_for_the_next_request(server: EmbeddedRedis) -> None:
+    """The 503 goes out before the write's body is read: uvicorn must still read the body past it, so that
+    the client's next request on the same keep-alive connection is answered."""
+    app = create_app(Settings(redis_url=server.url, redis_timeout_s=PATIENT_S, requests_at_once=1, request_queue=0))
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None, access_log=False)
+    serving = uvicorn.Server(config)
+    served = asyncio.create_task(serving.serve())
+    try:
+        while not serving.started:
+            assert not served.done()
+            await asyncio.sleep(0.05)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{config.port}", timeout=PATIENT_S * 2) as api:
+            async with frozen(server):
+                running = asyncio.create_task(api.get("/api/v1/sprockets"))
+                await started()
+                reader, writer = await asyncio.open_connection("127.0.0.1", config.port)
+                body = b'{"time": [' + b", ".join(b"%d" % t for t in range(50_000)) + b"]}"
+                head = b"POST /api/v1/factories/1/chart_data HTTP/1.1\r\nContent-Type: application/json\r\n"
+                writer.write(head + b"Host: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+                shed = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), PATIENT_S)
+                length = int(re.search(rb"content-length: (\d+)", shed, re.IGNORECASE)[1])  # type: ignore[index]
+                assert shed.startswith(b"HTTP/1.1 503") and b"queue is full" in await reader.readexactly(length)
+                writer.write(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert (await asyncio.wait_for(reader.readuntil(b"\r\n"), PATIENT_S)).startswith(b"HTTP/1.1 200")
+                writer.close()
+            assert (await running).status_code == 200
+    finally:
+        serving.should_exit = True
+        await served

@@ -37,14 +37,6 @@ PROBE_EVERY_S = 0.02
 # connection is open: uvloop accepts one connection per turn of its loop, and while requests flow on the
 # first ones, the last of 2,000 waited seconds to be accepted.
 START_S = 2
-START_TOGETHER = f"""
-local started = 0
-function delay()
-  started = started + 1
-  if started <= CONNECTIONS then return {START_S * 1000} end
-  return 0
-end
-"""
 RESULTS = BENCH / "overload-results.md"
 TITLE = "Under overload"
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
@@ -71,7 +63,7 @@ class Run:
 
 def _wrk(url: str, clients: int) -> tuple[float, int, int, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(START_TOGETHER.replace("CONNECTIONS", str(clients)))
+        script.write(wrk.start_together(clients, START_S))
         script.flush()
         command = ["wrk", "-t2", f"-c{clients}", f"-d{DURATION_S + START_S}s", f"--timeout={TIMEOUT_S}s"]
         command += ["--latency", "-s", script.name, url]

@@ -18,7 +18,8 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from overload import START_S, START_TOGETHER
+import wrk
+from overload import START_S
 from servers import serve_api
 
 from sprockets_cache.ops.embedded import EmbeddedRedis
@@ -121,7 +122,7 @@ def overload(url: str, pid: int) -> int:
     """OVERLOAD_CLIENTS connections, each reading one of the soak's factories again as soon as it is answered."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         # The load starts once every connection is open (see overload.py).
-        script.write(START_TOGETHER.replace("CONNECTIONS", str(OVERLOAD_CLIENTS)))
+        script.write(wrk.start_together(OVERLOAD_CLIENTS, START_S))
         script.flush()
         command = ["wrk", "-t2", f"-c{OVERLOAD_CLIENTS}", "--timeout=10s", "--latency", "-s", script.name]
         target = url + "/api/v1/factories/1?bucket=3600"

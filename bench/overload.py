@@ -1,5 +1,6 @@
-"""`python bench/overload.py`: one API process under 64, 512 and 2,000 clients (wrk, 2 threads, 8 s, a 2 s
-client timeout), for GET sprocket and a 1,000-point range read, with fair admission at its defaults.
+"""`python bench/overload.py`: the API under 64, 512 and 2,000 clients (wrk, 2 threads, 8 s, a 2 s client
+timeout), for GET sprocket and a 1,000-point range read, with fair admission at its defaults: as one process
+(`serve`'s default), then as two workers (`WORKERS=2`, as the compose file runs it), each on its own Redis.
 
 wrk gives the throughput, the client timeouts, the answers that were not 2xx and the p99 of every answer
 it got (200s and 503s alike). A probe beside it (one request every 20 ms on connections of its own, as
@@ -47,6 +48,7 @@ CHART_DATA = {
     "sprocket_production_goal": [2] * POINTS,
 }
 PATHS = {"GET sprocket": "/api/v1/sprockets/1", "range read (1,000 points)": f"/api/v1/factories/1?from=0&to={POINTS}"}
+WORKERS = (1, 2)
 
 
 @dataclass
@@ -109,34 +111,36 @@ async def _measure(url: str, clients: int) -> Run:
     return Run(clients, requests_s, timeouts, not_2xx, wrk_p99_ms, p99, max(shed) if shed else None, len(seen))
 
 
-def _row(name: str, run: Run, base_s: float) -> str:
+def _row(name: str, workers: int, run: Run, base_s: float) -> str:
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:,.0f} ms"
 
     share = run.requests_s / base_s
     return (
-        f"| {name} | {run.clients:,} | {run.requests_s:,.0f} ({share:.0%}) | {run.timeouts} | {run.not_2xx:,} "
-        f"| {ms(run.wrk_p99_ms)} | {ms(run.answered_p99_ms)} | {ms(run.shed_max_ms)} |"
+        f"| {name} | {workers} | {run.clients:,} | {run.requests_s:,.0f} ({share:.0%}) | {run.timeouts} "
+        f"| {run.not_2xx:,} | {ms(run.wrk_p99_ms)} | {ms(run.answered_p99_ms)} | {ms(run.shed_max_ms)} |"
     )
 
 
 def measure(tmp: Path) -> str:
     """The overload table, for BENCHMARKS.md."""
     lines = [
-        "| endpoint | clients | 2xx/s (of 64 clients') | client timeouts | non-2xx | p99 of all answers (wrk) "
-        "| answered p99 (probe) | slowest 503 (probe) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| endpoint | API processes | clients | 2xx/s (of 64 clients') | client timeouts | non-2xx "
+        "| p99 of all answers (wrk) | answered p99 (probe) | slowest 503 (probe) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     probes = []
-    with EmbeddedRedis(tmp / "overload-redis") as redis_server:
-        with servers.serve_api(redis_server.url, tmp, redis_server.pid, name="overload") as server:
-            httpx.post(f"{server.url}/api/v1/sprockets", json=SPROCKET).raise_for_status()
-            httpx.post(f"{server.url}/api/v1/factories", json={"chart_data": CHART_DATA}).raise_for_status()
-            for name, path in PATHS.items():
-                runs = [asyncio.run(_measure(server.url + path, clients)) for clients in CLIENTS]
-                lines += [_row(name, run, runs[0].requests_s) for run in runs]
-                probes += [run.probes for run in runs]
-                print("\n".join(lines[-len(runs) :]), flush=True)  # noqa: T201
+    for workers in WORKERS:
+        name = f"overload-{workers}"
+        with EmbeddedRedis(tmp / f"{name}-redis") as redis_server:
+            with servers.serve_api(redis_server.url, tmp, redis_server.pid, name=name, workers=workers) as server:
+                httpx.post(f"{server.url}/api/v1/sprockets", json=SPROCKET).raise_for_status()
+                httpx.post(f"{server.url}/api/v1/factories", json={"chart_data": CHART_DATA}).raise_for_status()
+                for endpoint, path in PATHS.items():
+                    runs = [asyncio.run(_measure(server.url + path, clients)) for clients in CLIENTS]
+                    lines += [_row(endpoint, workers, run, runs[0].requests_s) for run in runs]
+                    probes += [run.probes for run in runs]
+                    print("\n".join(lines[-len(runs) :]), flush=True)  # noqa: T201
     probed = (
         f"The probe sent about {statistics.median(probes):.0f} requests a run, one every {PROBE_EVERY_S * 1000:.0f} ms."
     )

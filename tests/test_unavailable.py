@@ -15,7 +15,7 @@ from sprockets_cache.http.app import create_app
 from sprockets_cache.http.security import digest
 from sprockets_cache.ops.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
-from tests.conftest import lifespan
+from tests.conftest import PATIENT_S, lifespan
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
 # Generous: a hang would be the client's default of minutes; failing fast is about one timeout.
@@ -182,3 +182,25 @@ async def test_a_create_whose_redis_froze_after_its_claim_leaves_a_key_that_says
     assert "ended without its response being saved" in retry.json()["detail"]
     assert "retry-after" not in retry.headers
     assert [sprocket["id"] for sprocket in (await api.get("/api/v1/sprockets")).json()["sprockets"]] == [1]
+
+
+async def test_past_redis_max_connections_a_request_gets_503_at_once_and_the_pool_gets_its_connections_back(
+    server: EmbeddedRedis,
+) -> None:
+    settings = Settings(redis_url=server.url, redis_timeout_s=PATIENT_S, redis_max_connections=2)
+    async with lifespan(create_app(settings)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=PATIENT_S * 2) as api:
+            created = await api.post("/api/v1/sprockets", json=SPROCKET)
+            for _ in range(2):  # the second time round needs both connections given back by the first
+                os.kill(server.pid, signal.SIGSTOP)
+                try:
+                    holding = [asyncio.create_task(api.get("/api/v1/sprockets/1")) for _ in range(2)]
+                    await asyncio.sleep(1)  # both reach the frozen Redis, each on a connection of the two
+                    refused, elapsed = await timed(api, "GET", "/api/v1/sprockets/1")
+                    assert refused.status_code == 503
+                    assert refused.headers["content-type"] == "application/problem+json"
+                    assert elapsed < NEVER_HANGS_S
+                finally:
+                    os.kill(server.pid, signal.SIGCONT)
+                assert [(await answer).json() for answer in holding] == [created.json()] * 2

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
@@ -16,7 +16,10 @@ from sprockets_cache.ops.embedded import HOST, EmbeddedRedis, find_redis_server
 MASTER_NAME = "sprockets"
 SENTINELS = 3
 # A master that has not answered for this long is down; a failover may take this long before it retries.
-DOWN_AFTER_MS = 1000
+# Over 1000 ms: a Sentinel reconnects to an instance at most once a second, so its first ping to a newly
+# promoted master may go out a second after the switch; with 1000 ms it may then find that master down
+# and, still counting the other Sentinels' votes on the dead one, fail over again at once.
+DOWN_AFTER_MS = 2000
 FAILOVER_TIMEOUT_MS = 5000
 # Patient: the Sentinels find each other through hello messages sent every 2 s.
 READY_TIMEOUT_S = 30
@@ -28,6 +31,7 @@ class Deployment:
     replicas: list[EmbeddedRedis]
     sentinels: list[int]  # their ports
     password: str | None = None  # the Sentinels' own, if they require one
+    logs: list[Path] = field(default_factory=list)  # the Sentinels' logfiles
 
     @property
     def addresses(self) -> str:
@@ -39,6 +43,14 @@ class Deployment:
         with redis.Redis(port=self.sentinels[0], password=self.password, socket_timeout=5) as sentinel:
             _, port = sentinel.sentinel_get_master_addr_by_name(MASTER_NAME)
         return int(port)
+
+    def log_tails(self, lines: int = 40) -> str:
+        """The last `lines` of each Sentinel's log, for a failed assertion's message."""
+        return "".join(
+            f"\n--- {path}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            for path in self.logs
+            if path.exists()
+        )
 
 
 def _free_port() -> int:
@@ -83,7 +95,8 @@ def local_sentinels(base_dir: Path, replicas: int = 1, password: str | None = No
             )
             stack.callback(_end, process)
         _wait_until_watching(ports, copies, password)
-        yield Deployment(master, copies, ports, password)
+        logs = [base_dir / f"sentinel{n}" / "sentinel.log" for n in range(SENTINELS)]
+        yield Deployment(master, copies, ports, password, logs)
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:

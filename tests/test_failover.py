@@ -59,8 +59,11 @@ async def _api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             yield api
 
 
-async def _kill_master_under_load(api: httpx.AsyncClient, kill: Callable[[], None]) -> Acknowledged:
-    """Runs the load, kills the master, and stops the load a second after writes succeed again."""
+async def _kill_master_under_load(
+    api: httpx.AsyncClient, kill: Callable[[], None], explain: Callable[[], str] = str
+) -> Acknowledged:
+    """Runs the load, kills the master, and stops the load a second after writes succeed again. If they do
+    not, the failure says so with what `explain` returns (the Sentinels' logs, say)."""
     assert (await api.post("/api/v1/sprockets", json=SPROCKET)).status_code == 201
     assert (await api.post("/api/v1/factories", json={})).status_code == 201
     seen, stop = Acknowledged(), asyncio.Event()
@@ -73,7 +76,7 @@ async def _kill_master_under_load(api: httpx.AsyncClient, kill: Callable[[], Non
     await asyncio.sleep(1.0)
     stop.set()
     await asyncio.gather(*tasks)
-    assert seen.recovered_at is not None, f"no write succeeded in the {GIVE_UP_AFTER_S} s after the kill"
+    assert seen.recovered_at is not None, f"no write succeeded in the {GIVE_UP_AFTER_S} s after the kill{explain()}"
     return seen
 
 
@@ -120,10 +123,10 @@ async def test_with_sentinel_and_wait_for_one_replica_no_acknowledged_write_is_l
         subscribers = await _subscribers(settings)
         async for api in _api(settings):
             assert (await api.get("/ready")).status_code == 200
-            seen = await _kill_master_under_load(api, deployment.master.kill)
+            seen = await _kill_master_under_load(api, deployment.master.kill, deployment.log_tails)
             assert (await api.get("/ready")).status_code == 200
         assert seen.recovered_at is not None and seen.failed_at is not None
-        assert seen.recovered_at - seen.failed_at < RECOVERY_S
+        assert seen.recovered_at - seen.failed_at < RECOVERY_S, deployment.log_tails()
         store = await _check_after_failover(deployment, settings, subscribers)
         assert await lost_writes(store, seen) == []
         await store.close()
@@ -138,9 +141,9 @@ async def test_sentinels_behind_a_password_name_the_master_only_to_the_api_that_
         settings = _sentinel_settings(deployment, wait_replicas=0)
         async for api in _api(settings):
             assert (await api.get("/ready")).status_code == 200
-            seen = await _kill_master_under_load(api, deployment.master.kill)
+            seen = await _kill_master_under_load(api, deployment.master.kill, deployment.log_tails)
         assert seen.recovered_at is not None and seen.failed_at is not None
-        assert seen.recovered_at - seen.failed_at < RECOVERY_S
+        assert seen.recovered_at - seen.failed_at < RECOVERY_S, deployment.log_tails()
 
 
 def test_the_keys_command_finds_the_master_through_sentinels_behind_a_password(tmp_path: Path) -> None:
@@ -166,9 +169,9 @@ async def test_with_sentinel_and_no_wait_writes_recover_and_the_lost_ones_are_co
         settings = _sentinel_settings(deployment, wait_replicas=0)
         subscribers = await _subscribers(settings)
         async for api in _api(settings):
-            seen = await _kill_master_under_load(api, deployment.master.kill)
+            seen = await _kill_master_under_load(api, deployment.master.kill, deployment.log_tails)
         assert seen.recovered_at is not None and seen.failed_at is not None
-        assert seen.recovered_at - seen.failed_at < RECOVERY_S
+        assert seen.recovered_at - seen.failed_at < RECOVERY_S, deployment.log_tails()
         store = await _check_after_failover(deployment, settings, subscribers)
         lost = await lost_writes(store, seen)
         await store.close()

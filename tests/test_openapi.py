@@ -13,7 +13,6 @@ import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from openapi_spec_validator import validate
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -45,8 +44,10 @@ async def document(client: httpx.AsyncClient) -> dict[str, Any]:
 
 
 async def test_the_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
+    # pyproject.toml leaves it out on macOS on Intel, where one of its dependencies has no wheel.
+    validator = pytest.importorskip("openapi_spec_validator", reason="openapi-spec-validator is not installed here")
     assert document["openapi"].startswith("3.1.")
-    validate(document)
+    validator.validate(document)
 
 
 async def test_every_route_is_documented_and_nothing_else() -> None:

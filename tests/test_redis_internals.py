@@ -1,0 +1,55 @@
+"""What store/commands.py and store/connections.py take from redis-py beyond its public API, for speed: the
+pool's lists, the hiredis parser's reader, a cluster node's connections. pyproject.toml bounds redis-py to the
+minor release this was written against; a release that changes any of these fails here, naming it, before a
+request fails in production."""
+
+import inspect
+from importlib.metadata import version
+
+import pytest
+import redis.asyncio as redis
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
+from redis.asyncio.cluster import ClusterNode, NodesManager, RedisCluster
+
+from sprockets_cache.ops.embedded import EmbeddedRedis
+from sprockets_cache.store.connections import connect
+
+pytestmark = pytest.mark.redis_server
+
+
+def test_redis_py_is_the_minor_release_the_store_was_written_against() -> None:
+    assert version("redis").split(".")[:2] == ["8", "1"], "update pyproject.toml's bound and this module together"
+    assert version("hiredis").split(".")[0] == "3"
+
+
+async def test_a_pooled_connection_reads_with_hiredis_whose_reader_says_when_it_has_nothing(
+    redis_server: EmbeddedRedis,
+) -> None:
+    client = connect(redis_server.url)
+    assert isinstance(client, redis.Redis)
+    pool = client.connection_pool
+    try:
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        assert pool._in_use_connections == {connection} and pool._available_connections == []
+        await connection.send_command("PING")
+        assert isinstance(connection._parser, _AsyncHiredisParser)
+        reader = connection._parser._reader
+        assert reader is not None
+        assert await connection.read_response() == b"PONG"
+        assert reader.gets() is NOT_ENOUGH_DATA
+        assert connection.should_reconnect() is False  # type: ignore[no-untyped-call]
+        assert inspect.iscoroutinefunction(connection.retry.call_with_retry)
+        await pool.release(connection)
+        assert pool._in_use_connections == set() and pool._available_connections == [connection]
+        assert pool.get_available_connection() is connection  # type: ignore[no-untyped-call]
+        assert inspect.iscoroutinefunction(pool.ensure_connection)
+        await pool.release(connection)
+    finally:
+        await client.aclose()
+
+
+def test_a_cluster_client_hands_out_a_nodes_connections_and_can_learn_the_layout_again() -> None:
+    assert inspect.signature(ClusterNode.acquire_connection).parameters.keys() == {"self"}
+    assert list(inspect.signature(ClusterNode.release).parameters) == ["self", "connection"]
+    assert inspect.iscoroutinefunction(NodesManager.initialize)
+    assert "key" in inspect.signature(RedisCluster.get_node_from_key).parameters

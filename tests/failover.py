@@ -32,6 +32,8 @@ class Acknowledged:
     # When the first sprocket write sent after `failed_at` got a 2xx, in time.monotonic() seconds (on a
     # cluster, the factory's points may live on another master).
     recovered_at: float | None = None
+    # When the test first saw the new master named, in time.monotonic() seconds.
+    switched_at: float | None = None
 
     def succeeded(self, sent_at: float) -> None:
         if self.failed_at is not None and sent_at > self.failed_at and self.recovered_at is None:

@@ -2,7 +2,8 @@
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,7 @@ from sprockets_cache.ops.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
 from sprockets_cache.store.connections import connect
 from sprockets_cache.store.store import Store
-from tests.conftest import lifespan
+from tests.conftest import PATIENT_S, lifespan
 
 SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch": 1.0}
 
@@ -23,7 +24,8 @@ SPROCKET = {"teeth": 5, "pitch_diameter": 5.0, "outside_diameter": 6.0, "pitch":
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedRedis, httpx.AsyncClient]]:
     with EmbeddedRedis(tmp_path, appendfsync="always") as server:
-        app = create_app(Settings(redis_url=server.url, redis_timeout_s=0.5))
+        # Patient: a write that a loaded machine makes slow is still acknowledged, so the load runs.
+        app = create_app(Settings(redis_url=server.url, redis_timeout_s=PATIENT_S))
         async with lifespan(app) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
@@ -37,6 +39,14 @@ class Acknowledged:
         self.created: dict[int, int] = {}  # sprocket id -> teeth
         self.updated: dict[int, dict[int, int]] = {}  # sprocket id -> version -> teeth
         self.points: dict[int, int] = {}  # time -> actual
+        self.refused = 0  # answers other than 2xx
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + PATIENT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what} after {PATIENT_S} s"
+        await asyncio.sleep(0.02)
 
 
 async def creator(api: httpx.AsyncClient, seen: Acknowledged, stop: asyncio.Event) -> None:
@@ -46,6 +56,8 @@ async def creator(api: httpx.AsyncClient, seen: Acknowledged, stop: asyncio.Even
         response = await api.post("/api/v1/sprockets", json={**SPROCKET, "teeth": teeth})
         if response.status_code == 201:
             seen.created[response.json()["id"]] = teeth
+        else:
+            seen.refused += 1
 
 
 async def updater(api: httpx.AsyncClient, seen: Acknowledged, stop: asyncio.Event) -> None:
@@ -55,6 +67,8 @@ async def updater(api: httpx.AsyncClient, seen: Acknowledged, stop: asyncio.Even
         response = await api.put("/api/v1/sprockets/1", json={**SPROCKET, "teeth": teeth})
         if response.status_code == 200:
             seen.updated.setdefault(1, {})[int(response.headers["etag"].strip('"'))] = teeth
+        else:
+            seen.refused += 1
 
 
 async def point_writer(api: httpx.AsyncClient, seen: Acknowledged, stop: asyncio.Event, lane: int) -> None:
@@ -66,6 +80,8 @@ async def point_writer(api: httpx.AsyncClient, seen: Acknowledged, stop: asyncio
         response = await api.post("/api/v1/factories/1/chart_data", json=body)
         if response.status_code == 200:
             seen.points.update({t: t % 97 for t in times})
+        else:
+            seen.refused += 1
         await asyncio.sleep(0)
 
 
@@ -83,14 +99,26 @@ async def test_every_acknowledged_write_survives_kill_9(
         *(point_writer(api, seen, stop, lane) for lane in range(4)),
     ]
     tasks = [asyncio.create_task(writer) for writer in writers]
-    await asyncio.sleep(0.4 + 0.2 * run)
+    # Each run kills Redis at another point of the load: after a longer time, and more writes of each kind
+    # (a slow machine takes longer to get there).
+    started, at_least = time.monotonic(), 5 * (run + 1)
+    await until(
+        lambda: (
+            time.monotonic() - started >= 0.4 + 0.2 * run
+            and len(seen.created) >= at_least
+            and len(seen.updated.get(1, {})) >= at_least
+            and len(seen.points) >= 100 * at_least
+        ),
+        f"{at_least} acknowledged writes of each kind",
+    )
     server.kill()
-    await asyncio.sleep(0.3)  # writers keep going into a dead Redis: 503s, not acknowledged
+    # Writers keep going into a dead Redis: 503s, not acknowledged.
+    refused = seen.refused
+    await until(lambda: seen.refused >= refused + len(writers), "writes refused by the dead Redis")
     stop.set()
     await asyncio.gather(*tasks)
     server.start()
 
-    assert seen.created and seen.updated and seen.points, "the load did not run before the kill"
     async with connect(server.url) as client:
         store = Store(client)
         for sprocket_id, teeth in seen.created.items():

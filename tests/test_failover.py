@@ -1,8 +1,10 @@
 """The master dies under a write load (SIGKILL) and a replica takes over, with Sentinel or in a Redis
-Cluster: the service finds the new master by itself, writes succeed again within 5 s, and with
+Cluster: the service finds the new master by itself, writes succeed again within seconds, and with
 REDIS_WAIT_REPLICAS no acknowledged write is lost."""
 
 import asyncio
+import contextlib
+import functools
 import gc
 import sys
 import time
@@ -26,11 +28,16 @@ from tests.failover import SPROCKET, Acknowledged, lost_writes, start_load
 from tests.sentinel import MASTER_NAME, Deployment, local_sentinels
 from tests.test_cli import cli
 
-# From the kill to the first write that succeeds again, at most (what docs/durability.md describes).
-RECOVERY_S = 5
-# How long the load runs before the kill, and the most it waits after it for writes to succeed again.
+# From the moment the test first sees the new master named (by a Sentinel, or in the cluster's slot map) to
+# the first write that succeeds again, at most: the API's part of a failover. It finds the new master within
+# about one REDIS_TIMEOUT_S (2 s here); the rest is room for a loaded CI machine.
+AFTER_SWITCH_S = 7
+# How long the load runs before the kill (at least, and until it has acknowledged writes of each kind), and
+# the most it waits after the kill for writes to succeed again. The failover itself takes about 3.5 s here
+# (docs/durability.md; the tests without WAIT print it); on a loaded machine an election can fail, and
+# Sentinel tries again only after twice its failover-timeout (10 s).
 LOAD_BEFORE_KILL_S = 1.0
-GIVE_UP_AFTER_S = 30
+GIVE_UP_AFTER_S = 40
 pytestmark = [
     pytest.mark.timeout(120),
     # The stray streams and connections below may also be collected while the test runs, warning from
@@ -59,25 +66,60 @@ async def _api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             yield api
 
 
+async def _watch_for(new_master_named: Callable[[], bool], seen: Acknowledged) -> None:
+    """Notes in `seen` when `new_master_named` first says yes (asked in a thread: it is a blocking call)."""
+    while seen.switched_at is None:
+        try:
+            named = await asyncio.to_thread(new_master_named)
+        except redis.RedisError:
+            named = False
+        if named:
+            seen.switched_at = time.monotonic()
+        else:
+            await asyncio.sleep(0.05)
+
+
 async def _kill_master_under_load(
-    api: httpx.AsyncClient, kill: Callable[[], None], explain: Callable[[], str] = str
+    api: httpx.AsyncClient,
+    kill: Callable[[], None],
+    new_master_named: Callable[[], bool],
+    explain: Callable[[], str] = str,
 ) -> Acknowledged:
-    """Runs the load, kills the master, and stops the load a second after writes succeed again. If they do
-    not, the failure says so with what `explain` returns (the Sentinels' logs, say)."""
+    """Runs the load, kills the master, and stops the load a second after writes succeed again; notes when
+    `new_master_named` first says so. If writes do not succeed again, the failure says so with what `explain`
+    returns (the Sentinels' logs, say); if they do, they must within AFTER_SWITCH_S of the new master."""
     assert (await api.post("/api/v1/sprockets", json=SPROCKET)).status_code == 201
     assert (await api.post("/api/v1/factories", json={})).status_code == 201
     seen, stop = Acknowledged(), asyncio.Event()
     tasks = start_load(api, seen, stop)
-    await asyncio.sleep(LOAD_BEFORE_KILL_S)
+    started = time.monotonic()
+    while time.monotonic() - started < LOAD_BEFORE_KILL_S or not (seen.created and seen.updated and seen.points):
+        assert time.monotonic() - started < GIVE_UP_AFTER_S, f"not a write of each kind acknowledged{explain()}"
+        await asyncio.sleep(0.1)
     seen.failed_at = time.monotonic()
     kill()
+    watching = asyncio.create_task(_watch_for(new_master_named, seen))
     while seen.recovered_at is None and time.monotonic() - seen.failed_at < GIVE_UP_AFTER_S:
         await asyncio.sleep(0.1)
     await asyncio.sleep(1.0)
     stop.set()
     await asyncio.gather(*tasks)
+    watching.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watching
     assert seen.recovered_at is not None, f"no write succeeded in the {GIVE_UP_AFTER_S} s after the kill{explain()}"
+    assert seen.switched_at is not None, f"writes succeeded again, yet no new master was named{explain()}"
+    after_switch = seen.recovered_at - seen.switched_at
+    assert after_switch < AFTER_SWITCH_S, (
+        f"writes succeeded again {after_switch:.1f} s after the new master was named "
+        f"({seen.recovered_at - seen.failed_at:.1f} s after the kill){explain()}"
+    )
     return seen
+
+
+def _named(deployment: Deployment) -> Callable[[], bool]:
+    """Whether the Sentinels name another master than the first."""
+    return lambda: deployment.master_port() != deployment.master.port
 
 
 async def _subscribers(settings: Settings) -> Store:
@@ -123,10 +165,8 @@ async def test_with_sentinel_and_wait_for_one_replica_no_acknowledged_write_is_l
         subscribers = await _subscribers(settings)
         async for api in _api(settings):
             assert (await api.get("/ready")).status_code == 200
-            seen = await _kill_master_under_load(api, deployment.master.kill, deployment.log_tails)
+            seen = await _kill_master_under_load(api, deployment.master.kill, _named(deployment), deployment.log_tails)
             assert (await api.get("/ready")).status_code == 200
-        assert seen.recovered_at is not None and seen.failed_at is not None
-        assert seen.recovered_at - seen.failed_at < RECOVERY_S, deployment.log_tails()
         store = await _check_after_failover(deployment, settings, subscribers)
         assert await lost_writes(store, seen) == []
         await store.close()
@@ -141,9 +181,7 @@ async def test_sentinels_behind_a_password_name_the_master_only_to_the_api_that_
         settings = _sentinel_settings(deployment, wait_replicas=0)
         async for api in _api(settings):
             assert (await api.get("/ready")).status_code == 200
-            seen = await _kill_master_under_load(api, deployment.master.kill, deployment.log_tails)
-        assert seen.recovered_at is not None and seen.failed_at is not None
-        assert seen.recovered_at - seen.failed_at < RECOVERY_S, deployment.log_tails()
+            await _kill_master_under_load(api, deployment.master.kill, _named(deployment), deployment.log_tails)
 
 
 def test_the_keys_command_finds_the_master_through_sentinels_behind_a_password(tmp_path: Path) -> None:
@@ -169,9 +207,7 @@ async def test_with_sentinel_and_no_wait_writes_recover_and_the_lost_ones_are_co
         settings = _sentinel_settings(deployment, wait_replicas=0)
         subscribers = await _subscribers(settings)
         async for api in _api(settings):
-            seen = await _kill_master_under_load(api, deployment.master.kill, deployment.log_tails)
-        assert seen.recovered_at is not None and seen.failed_at is not None
-        assert seen.recovered_at - seen.failed_at < RECOVERY_S, deployment.log_tails()
+            seen = await _kill_master_under_load(api, deployment.master.kill, _named(deployment), deployment.log_tails)
         store = await _check_after_failover(deployment, settings, subscribers)
         lost = await lost_writes(store, seen)
         await store.close()
@@ -192,11 +228,21 @@ async def _eventually_ready(api: httpx.AsyncClient) -> None:
         await asyncio.sleep(0.2)
 
 
-def _master_of(nodes: list[EmbeddedRedis], key: str) -> EmbeddedRedis:
-    with redis.Redis(port=nodes[0].port, socket_timeout=5) as client:
+def _master_port(node: EmbeddedRedis, key: str) -> int:
+    """The port of the master that `node` says holds `key`."""
+    with redis.Redis(port=node.port, socket_timeout=5) as client:
         slot = client.cluster("KEYSLOT", key)
         ranges = client.cluster("SLOTS")
-    port = next(int(master[1]) for first, last, master, *_ in ranges if first <= slot <= last)
+    return next(int(master[1]) for first, last, master, *_ in ranges if first <= slot <= last)
+
+
+def _moved(survivor: EmbeddedRedis, victim: EmbeddedRedis) -> bool:
+    """Whether `survivor` says another master than `victim` holds the sprockets' slot."""
+    return _master_port(survivor, keys.SPROCKET_INDEX) != victim.port
+
+
+def _master_of(nodes: list[EmbeddedRedis], key: str) -> EmbeddedRedis:
+    port = _master_port(nodes[0], key)
     return next(node for node in nodes if node.port == port)
 
 
@@ -209,10 +255,8 @@ async def _kill_a_cluster_master(tmp_path: Path, replicas: int, wait_replicas: i
             redis_url=survivor.url, redis_cluster=True, redis_timeout_s=2.0, redis_wait_replicas=wait_replicas
         )
         async for api in _api(settings):
-            seen = await _kill_master_under_load(api, victim.kill)
+            seen = await _kill_master_under_load(api, victim.kill, functools.partial(_moved, survivor, victim))
             await _eventually_ready(api)
-        assert seen.recovered_at is not None and seen.failed_at is not None
-        assert seen.recovered_at - seen.failed_at < RECOVERY_S
         async with connect(survivor.url, cluster=True) as client:
             return seen, await lost_writes(Store(client), seen)
 

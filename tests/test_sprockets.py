@@ -279,10 +279,12 @@ async def test_a_body_that_trickles_in_too_slowly_is_408_and_writes_nothing(
 async def test_a_body_gets_its_own_time_not_the_time_for_redis(settings: Settings, redis_client: Client) -> None:
     async def slow_but_in_time() -> Any:
         yield b'{"teeth": 5, "pitch_diameter": 5.0,'
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(2.0)
         yield b'"outside_diameter": 6.0, "pitch": 1.0}'
 
-    timeouts = settings.model_copy(update={"body_timeout_s": 5.0, "redis_timeout_s": 0.1})
+    # The body takes twice the time for Redis, which is still a second: ages for a healthy Redis, even on a
+    # loaded machine.
+    timeouts = settings.model_copy(update={"body_timeout_s": 10.0, "redis_timeout_s": 1.0})
     async for api in serve(timeouts, redis_client):
         response = await api.post(URL, content=slow_but_in_time(), headers={"Content-Type": "application/json"})
         assert response.status_code == 201

@@ -21,6 +21,7 @@ from redis.exceptions import (
 
 from sprockets_cache.errors import NotReplicated
 from sprockets_cache.store.connections import Client
+from sprockets_cache.store.sentinels import FollowingPool
 
 # What a cluster says when a key's master is not where the client thinks: gone, demoted or moved.
 _LAYOUT_CHANGED = (
@@ -84,6 +85,9 @@ async def execute_and_wait(client: Client, key: Any, replicas: int, wait_ms: int
         finally:
             await pool.release(connection)
     if confirmed < replicas:
+        if isinstance(client, redis.Redis) and isinstance(client.connection_pool, FollowingPool):
+            # The master may have lost its replicas to a failover that we have not heard of yet.
+            client.connection_pool.doubt()
         raise NotReplicated(confirmed, replicas)
     return reply
 

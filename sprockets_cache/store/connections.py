@@ -8,12 +8,7 @@ import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, SSLConnection, UnixDomainSocketConnection, parse_url
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import (
-    Sentinel,
-    SentinelConnectionPool,
-    SentinelManagedConnection,
-    SentinelManagedSSLConnection,
-)
+from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 from redis.backoff import NoBackoff
 from redis.exceptions import (
     ClusterDownError,
@@ -21,6 +16,7 @@ from redis.exceptions import (
 )
 
 from sprockets_cache.settings import Settings
+from sprockets_cache.store.sentinels import FollowingConnection, FollowingPool, FollowingSSLConnection
 
 Client = redis.Redis | RedisCluster
 _C = TypeVar("_C", redis.Redis, RedisCluster)
@@ -150,11 +146,11 @@ class _UnixConnection(_WritesOnlyWhileConnected, UnixDomainSocketConnection):
     pass
 
 
-class _SentinelConnection(_WritesOnlyWhileConnected, SentinelManagedConnection):
+class _SentinelConnection(_WritesOnlyWhileConnected, FollowingConnection):
     pass
 
 
-class _SentinelSSLConnection(_WritesOnlyWhileConnected, SentinelManagedSSLConnection):
+class _SentinelSSLConnection(_WritesOnlyWhileConnected, FollowingSSLConnection):
     pass
 
 
@@ -206,8 +202,9 @@ class _Pool(redis.ConnectionPool):
         self._available_connections.append(connection)
 
 
-class _SentinelPool(_Pool, SentinelConnectionPool):
-    """Closes the connections to the Sentinels with its own, so closing the client leaves nothing open."""
+class _SentinelPool(_Pool, FollowingPool):
+    """Follows the Sentinels (sentinels.py), and closes the connections to them with its own, so closing the
+    client leaves nothing open."""
 
     async def aclose(self) -> None:
         try:
@@ -226,8 +223,9 @@ def _sentinel_master(
 ) -> redis.Redis:
     """A client of the master the Sentinels (each "host:port") name `master`, logged in to them with
     `sentinel_auth` (username, password) if given. Each new connection asks them where the master is; a
-    connection that finds its server demoted (READONLY) or gone is dropped, so after a failover the next
-    connection, or the retry of the failed call, reaches the new master. From `url` only the password,
+    connection that finds its server demoted (READONLY) or gone is dropped, and when they name another
+    master every connection to the old one is (sentinels.py), so after a failover the next connection, or
+    the retry of the failed call, reaches the new master. From `url` only the password,
     user, database and scheme (rediss: TLS) apply, to the master and its replicas."""
     settings: dict[str, Any] = dict(parse_url(url))
     if "path" in settings:

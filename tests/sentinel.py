@@ -1,7 +1,9 @@
 """A local Sentinel deployment for the failover tests, set up as an operator would: a master, a replica
-of it, and three Sentinels (`redis-server FILE --sentinel`) that watch the master, all on free ports."""
+of it, and three Sentinels (`redis-server FILE --sentinel`) that watch the master, all on free ports; with
+`own_hosts`, each on a loopback address of its own too, so that a test can cut one off from the others."""
 
 import contextlib
+import random
 import socket
 import subprocess
 import time
@@ -32,6 +34,9 @@ class Deployment:
     sentinels: list[int]  # their ports
     password: str | None = None  # the Sentinels' own, if they require one
     logs: list[Path] = field(default_factory=list)  # the Sentinels' logfiles
+    # The address each talks to the others from: the master's, each replica's, each Sentinel's. The tests
+    # reach all of them on HOST too.
+    hosts: list[str] = field(default_factory=list)
 
     @property
     def addresses(self) -> str:
@@ -60,14 +65,29 @@ def _free_port() -> int:
         return port
 
 
-def _sentinel_config(directory: Path, port: int, master_port: int, password: str | None) -> Path:
+def _own_hosts(count: int) -> list[str]:
+    """`count` loopback addresses in a /24 of 127/8 picked at random, so that rules on them touch no one
+    else's traffic (Linux routes all of 127/8 to lo)."""
+    prefix = f"127.{random.randint(16, 254)}.{random.randint(0, 254)}"
+    return [f"{prefix}.{n}" for n in range(2, 2 + count)]
+
+
+def _bind(host: str) -> list[str]:
+    """A server's arguments to listen on `host` and HOST, and to connect to the others from `host`."""
+    if host == HOST:
+        return []
+    return ["--bind", host, HOST, "--bind-source-addr", host, "--protected-mode", "no"]
+
+
+def _sentinel_config(directory: Path, port: int, host: str, master: str, password: str | None) -> Path:
     directory.mkdir(parents=True)
     config = directory / "sentinel.conf"  # Sentinel rewrites it: one file each
     # With requirepass a Sentinel also logs in to the other Sentinels with it.
+    own = f"bind {host} {HOST}\nbind-source-addr {host}\nprotected-mode no\n" if host != HOST else f"bind {HOST}\n"
     config.write_text(
         (f"requirepass {password}\n" if password else "")
-        + f"port {port}\nbind {HOST}\ndir {directory}\nlogfile {directory / 'sentinel.log'}\n"
-        f"sentinel monitor {MASTER_NAME} {HOST} {master_port} 2\n"
+        + f"port {port}\n{own}dir {directory}\nlogfile {directory / 'sentinel.log'}\n"
+        f"sentinel monitor {MASTER_NAME} {master} 2\n"
         f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
         f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n"
     )
@@ -75,18 +95,27 @@ def _sentinel_config(directory: Path, port: int, master_port: int, password: str
 
 
 @contextlib.contextmanager
-def local_sentinels(base_dir: Path, replicas: int = 1, password: str | None = None) -> Iterator[Deployment]:
-    """A master with `replicas`, watched by three Sentinels that require `password`, if given."""
+def local_sentinels(
+    base_dir: Path, replicas: int = 1, password: str | None = None, own_hosts: bool = False
+) -> Iterator[Deployment]:
+    """A master with `replicas`, watched by three Sentinels that require `password`, if given; with
+    `own_hosts`, each server and Sentinel talks to the others from an address of its own (Deployment.hosts)."""
+    hosts = _own_hosts(1 + replicas + SENTINELS) if own_hosts else [HOST] * (1 + replicas + SENTINELS)
     with contextlib.ExitStack() as stack:
-        master = stack.enter_context(EmbeddedRedis(base_dir / "master", appendfsync="always"))
-        of_master = ["--replicaof", HOST, str(master.port)]
+        master = stack.enter_context(
+            EmbeddedRedis(base_dir / "master", appendfsync="always", extra_args=_bind(hosts[0]))
+        )
+        of_master = ["--replicaof", hosts[0], str(master.port)]
         copies = [
-            stack.enter_context(EmbeddedRedis(base_dir / f"replica{n}", appendfsync="always", extra_args=of_master))
-            for n in range(replicas)
+            stack.enter_context(
+                EmbeddedRedis(base_dir / f"replica{n}", appendfsync="always", extra_args=[*of_master, *_bind(host)])
+            )
+            for n, host in enumerate(hosts[1 : 1 + replicas])
         ]
         ports = [_free_port() for _ in range(SENTINELS)]
         for n, port in enumerate(ports):
-            config = _sentinel_config(base_dir / f"sentinel{n}", port, master.port, password)
+            host = hosts[1 + replicas + n]
+            config = _sentinel_config(base_dir / f"sentinel{n}", port, host, f"{hosts[0]} {master.port}", password)
             process = subprocess.Popen(
                 [find_redis_server(), str(config), "--sentinel"],
                 stdin=subprocess.DEVNULL,
@@ -96,7 +125,7 @@ def local_sentinels(base_dir: Path, replicas: int = 1, password: str | None = No
             stack.callback(_end, process)
         _wait_until_watching(ports, copies, password)
         logs = [base_dir / f"sentinel{n}" / "sentinel.log" for n in range(SENTINELS)]
-        yield Deployment(master, copies, ports, password, logs)
+        yield Deployment(master, copies, ports, password, logs, hosts)
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:

@@ -96,8 +96,9 @@ async def _kill_master_under_load(
     while time.monotonic() - started < LOAD_BEFORE_KILL_S or not (seen.created and seen.updated and seen.points):
         assert time.monotonic() - started < GIVE_UP_AFTER_S, f"not a write of each kind acknowledged{explain()}"
         await asyncio.sleep(0.1)
-    seen.failed_at = time.monotonic()
     kill()
+    # After: a write sent before the kill, or before a partition is in place, may still succeed.
+    seen.failed_at = time.monotonic()
     watching = asyncio.create_task(_watch_for(new_master_named, seen))
     while seen.recovered_at is None and time.monotonic() - seen.failed_at < GIVE_UP_AFTER_S:
         await asyncio.sleep(0.1)

@@ -5,8 +5,9 @@ those), under a project name of its own: brings it up with `up --wait` as the co
 documents it and checks, over HTTP on 127.0.0.1, what a user checks: the seeds are listed, a write with
 the API key gets 201 and one without 401, AOF is on, no container has an anonymous volume; then that
 `down` + `up` keeps every written sprocket and takes writes. For sentinel and cluster, a killed master
-fails over, writes resume, the old master comes back as a replica, and the same holds after `down` + `up`
-(for cluster, a plain restart first too). Each profile ends with `down -v`, also when a check fails.
+fails over, writes resume (on sentinel, each confirmed by a replica), the old master comes back as a
+replica, and the same holds after `down` + `up` (for cluster, a plain restart first too). Each profile
+ends with `down -v`, also when a check fails.
 
 The settings (a random REDIS_PASSWORD, a fresh API key, free ports on 127.0.0.1) go in an env file of its
 own, so a user's .env is neither read nor changed. Fails with one line naming the profile and the check.
@@ -184,24 +185,28 @@ def _replicating(stack: Stack, replica: str) -> bool:
 
 
 def check_sentinel(stack: Stack) -> None:
-    master, replica = "redis-sentinel-master", "redis-sentinel-replica"
+    master, replicas = "redis-sentinel-master", ["redis-sentinel-replica", "redis-sentinel-replica-2"]
     stack.up()
     stack.check_first_start()
     stack.check_aof(master)
-    _until(f"{replica} replicates {master}", RECOVERY_S, lambda: _replicating(stack, replica))
+    for replica in replicas:
+        _until(f"{replica} replicates {master}", RECOVERY_S, lambda replica=replica: _replicating(stack, replica))
     ping = ("exec", "-T", "-e", "REDISCLI_AUTH=", "sentinel-1", "redis-cli", "-p", "26379", "ping")
     anonymous = stack.compose(*ping, check=False)
     if "NOAUTH" not in anonymous:
         raise CheckFailed(f"a Sentinel answered a client without its password: {anonymous.strip()}")
     stack.compose("kill", master)
+    # With REDIS_WAIT_REPLICAS=1 a write succeeds only once the other replica follows the promoted one.
     stack.check_writes(f"after `kill {master}`")
-    if stack.role(replica) != "master":
-        raise CheckFailed(f"after `kill {master}`, {replica} is not the master")
+    promoted = [replica for replica in replicas if stack.role(replica) == "master"]
+    if len(promoted) != 1:
+        raise CheckFailed(f"after `kill {master}`, the masters among {replicas} are {promoted}")
     stack.compose("start", master)
-    _until(f"the old master {master} replicates {replica}", RECOVERY_S, lambda: _replicating(stack, master))
+    _until(f"the old master {master} replicates {promoted[0]}", RECOVERY_S, lambda: _replicating(stack, master))
     stack.restart(" after the failover")
-    roles = {service: stack.role(service) for service in (master, replica)}
-    if roles != {master: "slave", replica: "master"}:
+    roles = {service: stack.role(service) for service in (master, *replicas)}
+    expected = {service: "master" if service == promoted[0] else "slave" for service in roles}
+    if roles != expected:
         raise CheckFailed(f"after the failover and `down` + `up` the roles are {roles}")
 
 

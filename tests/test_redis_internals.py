@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as redis
 from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio.cluster import ClusterNode, NodesManager, RedisCluster
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from sprockets_cache.ops.embedded import EmbeddedRedis
 from sprockets_cache.store.connections import _WritesOnlyWhileConnected, connect
@@ -38,8 +39,11 @@ async def test_a_pooled_connection_reads_with_hiredis_whose_reader_says_when_it_
         assert await connection.read_response() == b"PONG"
         assert reader.gets() is NOT_ENOUGH_DATA
         assert connection.should_reconnect() is False  # type: ignore[no-untyped-call]
+        connection.mark_for_reconnect()  # type: ignore[no-untyped-call]  # what sentinels.py does to a connection in use
+        assert connection.should_reconnect() is True  # type: ignore[no-untyped-call]
         assert inspect.iscoroutinefunction(connection.retry.call_with_retry)
-        await pool.release(connection)
+        await pool.release(connection)  # and it is closed when given back
+        assert not connection.is_connected and connection.should_reconnect() is False  # type: ignore[no-untyped-call]
         assert pool._in_use_connections == set() and pool._available_connections == [connection]
         assert pool.get_available_connection() is connection  # type: ignore[no-untyped-call]
         assert inspect.iscoroutinefunction(pool.ensure_connection)
@@ -57,6 +61,17 @@ async def test_every_client_makes_its_connections_of_the_class_its_pool_or_nodes
         assert isinstance(node.connection_class(**node.connection_kwargs), _WritesOnlyWhileConnected)
     await single.aclose()
     await cluster.aclose()
+
+
+def test_a_sentinel_pool_keeps_the_master_it_was_told_of_and_asks_its_manager_again() -> None:
+    parameters = inspect.signature(SentinelConnectionPool.__init__).parameters
+    assert {"service_name", "sentinel_manager"} <= parameters.keys()
+    assert "inuse_connections" in inspect.signature(SentinelConnectionPool.disconnect).parameters
+    assert inspect.iscoroutinefunction(Sentinel.discover_master)
+    manager = Sentinel([("127.0.0.1", 1)])  # type: ignore[no-untyped-call]
+    assert isinstance(manager.sentinels, list)
+    pool = SentinelConnectionPool("sprockets", manager)  # type: ignore[no-untyped-call]
+    assert pool.master_address is None
 
 
 def test_a_cluster_client_hands_out_a_nodes_connections_and_can_learn_the_layout_again() -> None:

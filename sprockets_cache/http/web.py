@@ -249,9 +249,7 @@ async def idempotent(
         return await create(True)
     if not _IDEMPOTENCY_KEY.fullmatch(key):
         raise Problem(400, "Idempotency-Key must be 1 to 255 visible ASCII characters (spaces only inside).")
-    # Per credential: two clients with different API keys never share an Idempotency-Key.
-    credential = request.headers.get("authorization", "")
-    key_digest = hashlib.sha256(f"{credential}\n{key}".encode()).hexdigest()
+    key_digest = idempotency_digest(request.headers.get("authorization", ""), key)
     body_digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
     # By then this request has ended, one way or another: its time for Redis is up (plus the deadline's
     # lateness, and clocks of API processes that differ by a second).
@@ -259,8 +257,9 @@ async def idempotent(
     claim = orjson.dumps({"body": body_digest, "ended_by": ended_by})
     held = await store(request).claim_idempotency(scope, key_digest, claim, IDEMPOTENCY_CLAIM_TTL_S)
     if held is not None:
-        replay = _replay(orjson.loads(held), body_digest)
-        await store(request).confirm_idempotency(scope, key_digest, held)
+        kept = orjson.loads(held)
+        replay = _replay(kept, body_digest)
+        await store(request).confirm_idempotency(scope, key_digest, held, _created_id(kept["headers"]))
         return replay
     try:
         response = await create(False)
@@ -269,14 +268,28 @@ async def idempotent(
         with contextlib.suppress(Exception):
             await store(request).release_idempotency(scope, key_digest)
         raise
+    headers = {name: response.headers[name] for name in ("location", "etag") if name in response.headers}
     record = {
         "body": body_digest,
         "status": response.status_code,
-        "headers": {name: response.headers[name] for name in ("location", "etag") if name in response.headers},
+        "headers": headers,
         "response": bytes(response.body).decode(),
     }
-    await store(request).save_idempotency(scope, key_digest, orjson.dumps(record), IDEMPOTENCY_TTL_S)
+    created = _created_id(headers)
+    await store(request).save_idempotency(scope, key_digest, orjson.dumps(record), IDEMPOTENCY_TTL_S, created)
     return response
+
+
+def idempotency_digest(credential: str, key: str) -> str:
+    """What an Idempotency-Key is kept under: per credential (the Authorization header), so two clients
+    with different API keys never share one."""
+    return hashlib.sha256(f"{credential}\n{key}".encode()).hexdigest()
+
+
+def _created_id(headers: Mapping[str, str]) -> int | None:
+    """The id of what a create made, from its Location: the store waits for replicas of its master too."""
+    location = headers.get("location")
+    return None if location is None else int(location.rsplit("/", 1)[1])
 
 
 def _replay(record: dict[str, Any], body_digest: str) -> Response:

@@ -76,6 +76,16 @@ def key_for_idempotency(scope: str, digest: str) -> str:
     return f"{PREFIX}idempotency:{scope}:{digest}"
 
 
+def created_markers(kind: str, created_id: int) -> tuple[str, str] | tuple[str]:
+    """A key in each hash slot that a create of `kind` ("sprockets", "factories") with this id writes:
+    a write to it, and a WAIT after it, wait for replicas of the master that took the create (see
+    Store.save_idempotency). A factory's create also takes its id, and lists it, in `{factories}`. The
+    keys hold nothing of use and expire."""
+    if kind == "sprockets":
+        return (f"{PREFIX}{SPROCKET_TAG}:replicated",)
+    return (f"{PREFIX}{{factory:{created_id}}}:replicated", f"{PREFIX}{FACTORY_TAG}:replicated")
+
+
 def key_for_rate_limit(client: str) -> str:
     """`client` is "key:<digest prefix>" or "ip:<address>"."""
     return f"{PREFIX}ratelimit:{client}"

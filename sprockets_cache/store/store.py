@@ -24,6 +24,8 @@ from sprockets_cache.store.sprockets import SprocketStore
 # Writes nothing, yet Redis counts it a write (it has a flags line without no-writes) and checks before
 # running it what it checks before a write: it answers READONLY, OOM, MISCONF or NOREPLICAS instead.
 _WRITE_PROBE = "#!lua\nreturn 1"
+# How long a key of keys.created_markers lives: it is written only so that its write is replicated.
+_MARKER_TTL_S = 10
 # Reads nothing and writes nothing; a Redis older than 7.0 cannot compile its flags line.
 _FLAGS_PROBE = "#!lua flags=no-writes\nreturn 1"
 
@@ -94,21 +96,41 @@ class Store(SprocketStore, FactoryStore):
         held: bytes | None = await self._claim(keys=[keys.key_for_idempotency(scope, digest)], args=[claim, ttl_s])
         return held
 
-    async def save_idempotency(self, scope: str, digest: str, record: bytes, ttl_s: int) -> None:
-        """The last write of a create with an Idempotency-Key: it waits for replicas for the create too."""
+    async def save_idempotency(
+        self, scope: str, digest: str, record: bytes, ttl_s: int, created: int | None = None
+    ) -> None:
+        """The last write of a create with an Idempotency-Key: it waits for replicas for the create too.
+        `scope` is the kind of what it created ("sprockets", "factories"), `created` its id."""
         key = keys.key_for_idempotency(scope, digest)
         if self.wait_replicas:
             await execute_and_wait(self.redis, key, self.wait_replicas, self.wait_ms, "SET", key, record, "EX", ttl_s)
+            await self._wait_for_created(key, scope, created)
         else:
             await self.redis.set(key, record, ex=ttl_s)
 
-    async def confirm_idempotency(self, scope: str, digest: str, record: bytes) -> None:
+    async def confirm_idempotency(self, scope: str, digest: str, record: bytes, created: int | None = None) -> None:
         """Before a replay, when writes wait for replicas: the record written again as it is (value and
-        expiry), to wait until replicas have it, since the first answer may have been that they did not."""
+        expiry), to wait until replicas have it and what it created, since the first answer may have
+        been that they did not."""
         if self.wait_replicas:
             key = keys.key_for_idempotency(scope, digest)
             wait = (self.wait_replicas, self.wait_ms)
             await execute_and_wait(self.redis, key, *wait, "SET", key, record, "KEEPTTL", "XX")
+            await self._wait_for_created(key, scope, created)
+
+    async def _wait_for_created(self, record_key: str, kind: str, created: int | None) -> None:
+        """On one master, the WAIT after the record counted everything before it, the create included. On a
+        cluster it counted the record's master only: on each other master the create wrote to, a write and
+        a WAIT after it on the same connection, which counts that master's earlier writes, the create's."""
+        cluster = self.redis
+        if created is None or not isinstance(cluster, RedisCluster):
+            return
+        waited = {_master(cluster, record_key)}
+        for marker in keys.created_markers(kind, created):
+            if _master(cluster, marker) not in waited:
+                waited.add(_master(cluster, marker))
+                wait = (self.wait_replicas, self.wait_ms)
+                await execute_and_wait(cluster, marker, *wait, "SET", marker, 1, "EX", _MARKER_TTL_S)
 
     async def release_idempotency(self, scope: str, digest: str) -> None:
         await self.redis.delete(keys.key_for_idempotency(scope, digest))
@@ -155,3 +177,10 @@ class Store(SprocketStore, FactoryStore):
 
     async def save_seed(self, digest: str, record: bytes) -> None:
         await self.redis.hset(keys.SEEDS, digest, record)
+
+
+def _master(cluster: RedisCluster, key: str) -> str:
+    """The name (host:port) of the master that serves `key`'s slot, as the client knows it."""
+    node = cluster.get_node_from_key(key)
+    assert node is not None  # None only when a replica is asked for
+    return node.name

@@ -87,11 +87,12 @@ test-without-redis: $(DEV_STAMP)
 	$(MAKE) test'
 
 # make test on the last commit, in a clean clone inside python:3.13-slim (Debian 13, no C compiler, no
-# redis-server: tests/python3.13/Dockerfile); pip's downloads are kept in a Docker volume between runs. Needs
+# redis-server: tests/python3.13/Dockerfile), with NET_ADMIN for the partition test's iptables rules, which then
+# cut only the container's own loopback; pip's downloads are kept in a Docker volume between runs. Needs
 # Docker. .ci/run runs it after `make contract`.
 test-python3.13:
 	docker build -q -t sprockets-cache-test:python3.13 tests/python3.13 >/dev/null
-	docker run --rm -v "$(CURDIR)":/repo:ro -v sprockets-cache-pip:/root/.cache/pip sprockets-cache-test:python3.13 \
+	docker run --rm --cap-add NET_ADMIN -v "$(CURDIR)":/repo:ro -v sprockets-cache-pip:/root/.cache/pip sprockets-cache-test:python3.13 \
 		sh -c 'git clone -q /repo /src && cd /src && make test'
 
 # schemathesis (every default check, stateful phase too) against uvicorn on a redis-server of its own;

@@ -41,5 +41,6 @@ def test_both_run_the_suite_on_python_3_13_in_the_same_bare_image() -> None:
     job = _job("test-python3-13")
     assert re.search(r"^FROM python:3\.13-slim$", PYTHON_3_13, re.MULTILINE)
     assert re.search(r"^\s+image: python:3\.13-slim$", job, re.MULTILINE)
-    assert _installed(job) == _installed(PYTHON_3_13) == {"make", "git", "ca-certificates"}
+    assert _installed(job) == _installed(PYTHON_3_13) == {"make", "git", "iptables", "ca-certificates"}
+    assert "--cap-add NET_ADMIN" in job
     assert re.findall(r"^\s+run: make ([\w-]+)$", job, re.MULTILINE) == ["test"]

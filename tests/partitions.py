@@ -733,14 +733,16 @@ def table(results: list[Result]) -> str:
 
 
 def describe(result: Result, run: int, runs: int) -> str:
-    promoted = f"promoted at {result.promoted_at:.1f} s" if result.promoted_at is not None else "no promotion"
     after = lambda s: f"{s:.1f} s" if s is not None else "never"  # noqa: E731
+    promoted = "no promotion"
+    if result.promoted_at is not None:
+        promoted = f"promoted at {result.promoted_at:.1f} s (first write {after(result.promotion_to_write_s)} after)"
     return (
         f"{result.setup} nemesis {result.nemesis} run {run}/{runs}: {result.acknowledged} acknowledged, "
         f"{result.lost} lost, {result.duplicated} duplicated, {result.indeterminate} indeterminate "
         f"({result.indeterminate_stored} of them stored); fault at {result.fault_at:.1f} s, {promoted}, healed at "
-        f"{result.healed_at:.1f} s; first write {after(result.promotion_to_write_s)} after the promotion, "
-        f"{after(result.heal_to_write_s)} after the heal{'' if result.settled else '; NOT SETTLED'}; "
+        f"{result.healed_at:.1f} s (first write {after(result.heal_to_write_s)} after)"
+        f"{'' if result.settled else '; NOT SETTLED'}; "
         f"answers {result.outcomes}" + "".join(f"\n  lost: {e}" for e in result.lost_examples)
     )
 
@@ -839,4 +841,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, after every rule and process was removed
+        say("partitions: interrupted", sys.stderr)
+        sys.exit(130)

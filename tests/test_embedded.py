@@ -84,6 +84,23 @@ def test_stop_leaves_no_process_running(tmp_path: Path) -> None:
 
 
 @needs_redis_server
+def test_listens_on_another_loopback_address_when_given_one(tmp_path: Path) -> None:
+    host = "127.0.0.2"
+    try:
+        socket.create_server((host, 0)).close()
+    except OSError:
+        pytest.skip(f"{host} is not a local address here (macOS configures only 127.0.0.1)")
+    with EmbeddedRedis(tmp_path / "data", host=host) as server, client_for(server) as client:
+        assert server.url == f"redis://{host}:{server.port}/0"
+        assert client.ping() is True
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=1)
+        server.kill()
+        server.start()  # again on the same address and port
+        assert client.ping() is True
+
+
+@needs_redis_server
 def test_stop_after_sigterm_keeps_everysec_writes(tmp_path: Path) -> None:
     with EmbeddedRedis(tmp_path / "data") as server, client_for(server) as client:
         client.set("written-before-stop", "1")

@@ -74,15 +74,16 @@ def _release(binary: str) -> str | None:
     return match[1] if match else None
 
 
-def free_port() -> int:
+def free_port(host: str = HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
+        probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
 
 
 class EmbeddedRedis:
-    """A redis-server with AOF in `data_dir`, listening on loopback only.
+    """A redis-server with AOF in `data_dir`, listening on loopback only (`host`: 127.0.0.1, or another
+    127.x.y.z address, so that a test can tell servers apart by address).
 
     Port 0 picks a free port at the first `start()`; later starts reuse it, so a test can
     `kill()` and `start()` again on the same dir and port.
@@ -94,7 +95,9 @@ class EmbeddedRedis:
         port: int = 0,
         appendfsync: str = "everysec",
         extra_args: Sequence[str] = (),
+        host: str = HOST,
     ) -> None:
+        self.host = host
         self.data_dir = Path(data_dir).resolve()
         self._port = port
         self.appendfsync = appendfsync
@@ -110,7 +113,7 @@ class EmbeddedRedis:
     def url(self) -> str:
         if self._port == 0:
             raise RuntimeError("EmbeddedRedis has no port yet: call start() first")
-        return f"redis://{HOST}:{self._port}/0"
+        return f"redis://{self.host}:{self._port}/0"
 
     @property
     def pid(self) -> int:
@@ -130,7 +133,7 @@ class EmbeddedRedis:
         pick_port = self._port == 0
         for _ in range(PORT_ATTEMPTS if pick_port else 1):
             if pick_port:
-                self._port = free_port()
+                self._port = free_port(self.host)
             self._process = self._start_once(binary, may_retry=pick_port)
             if self._process is not None:
                 logger.info(
@@ -187,7 +190,7 @@ class EmbeddedRedis:
     def _command(self, binary: str) -> list[str]:
         return [
             binary,
-            "--bind", HOST,
+            "--bind", self.host,
             "--port", str(self._port),
             "--dir", str(self.data_dir),
             "--appendonly", "yes",
@@ -240,7 +243,7 @@ class EmbeddedRedis:
     def _answers_ping(self, pid: int) -> bool:
         """True once our own process answers (not some other server that holds the port)."""
         client = redis.Redis(
-            host=HOST,
+            host=self.host,
             port=self._port,
             socket_timeout=1.0,
             socket_connect_timeout=1.0,

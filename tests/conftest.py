@@ -1,6 +1,7 @@
 """Redis for the tests: fakeredis for speed, and a real redis-server that this session starts
 on a free port in a temp dir (never the machine's shared 6379)."""
 
+import collections
 import functools
 import subprocess
 import time
@@ -149,11 +150,31 @@ def settings() -> Settings:
     )
 
 
+# How each app the tests started kept its read cache: by Redis's invalidations (real Redis), by stamp
+# (fakeredis), or not at all (READ_CACHE_MB=0); pytest's summary says how many of each.
+READ_CACHE_MODES: collections.Counter[str] = collections.Counter()
+
+
+class _Lifespan(LifespanManager):
+    async def __aenter__(self) -> LifespanManager:
+        manager = await super().__aenter__()
+        cache = self._state.get("read_cache")
+        if cache is not None:
+            READ_CACHE_MODES["invalidations" if cache.tracking else "stamps" if cache.enabled else "off"] += 1
+        return manager
+
+
 def lifespan(app: ASGIApp) -> LifespanManager:
     """The app's start-up and shutdown, each given PATIENT_S: asgi-lifespan's 5 s default is not much more
     than the app's own bounded shutdown (the audit trail's last flush, the keys' "last used") on a busy CI
     machine under coverage."""
-    return LifespanManager(app, startup_timeout=PATIENT_S, shutdown_timeout=PATIENT_S)
+    return _Lifespan(app, startup_timeout=PATIENT_S, shutdown_timeout=PATIENT_S)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if READ_CACHE_MODES:
+        counts = ", ".join(f"{mode} {count}" for mode, count in sorted(READ_CACHE_MODES.items()))
+        terminalreporter.write_line(f"apps started, by how their read cache was kept: {counts}")
 
 
 async def serve(settings: Settings, client: Client) -> AsyncIterator[httpx.AsyncClient]:

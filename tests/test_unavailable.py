@@ -205,9 +205,11 @@ async def test_past_redis_max_connections_a_request_gets_503_at_once_and_the_poo
     server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Only the requests use the pool while Redis is frozen: no audit trail to flush, and the keys are read
-    # once, at start-up, not again every half second.
+    # once, at start-up, not again every half second; and every read goes to Redis (no read cache).
     monkeypatch.setattr(keyring, "REFRESH_S", 3600)
-    settings = Settings(redis_url=server.url, redis_timeout_s=PATIENT_S, redis_max_connections=2, audit_trail=False)
+    settings = Settings(
+        redis_url=server.url, redis_timeout_s=PATIENT_S, redis_max_connections=2, audit_trail=False, read_cache_mb=0
+    )
     async with lifespan(create_app(settings)) as manager:
         pool = manager._state["store"].redis.connection_pool  # the app's own, as the lifespan made it
         transport = httpx.ASGITransport(app=manager.app)

@@ -37,6 +37,7 @@ from sprockets_cache.store.connections import (
 )
 from sprockets_cache.store.keyring import Keyring
 from sprockets_cache.store.store import Store
+from sprockets_cache.store.tracking import Invalidations, Unsupported
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,24 @@ async def _wait_for_redis(store: Store, wait_s: float, timeout_s: float) -> None
                 raise
             log.warning("Redis is not answering yet (%s); retrying", error)
             await asyncio.sleep(0.5)
+
+
+@contextlib.asynccontextmanager
+async def _invalidations(cache: ReadCache, store: Store, timeout_s: float) -> AsyncIterator[None]:
+    """Redis's invalidations keep the read cache, where its connections allow (tracking.py)."""
+    try:
+        invalidations = Invalidations(store.redis, timeout_s, cache.changed, cache.flush)
+    except Unsupported as why:
+        log.info("read cache: factory answers checked by stamp (no client tracking over %s)", why)
+        yield
+        return
+    if cache.enabled:
+        cache.invalidations = invalidations
+        await invalidations.start()
+    try:
+        yield
+    finally:
+        await invalidations.aclose()
 
 
 @functools.cache  # once a process
@@ -184,6 +203,7 @@ def create_app(
                 raise
             ring = Keyring(store.redis, settings.api_keys)
             async with (
+                _invalidations(read_cache, store, settings.redis_timeout_s),
                 keyring.kept_fresh(ring, settings.redis_timeout_s),
                 audit.kept(store.redis, settings.redis_timeout_s, settings.audit_trail) as trail,
             ):

@@ -6,11 +6,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sprockets_cache.http import read_cache
 from sprockets_cache.http.problems import Problem
-from sprockets_cache.http.read_cache import ReadCache
+from sprockets_cache.http.read_cache import Key, ReadCache, Ticket, factory_key
 from sprockets_cache.http.web import (
-    JSON,
+    answer,
     bucket_width,
     etag,
     header,
@@ -20,6 +19,7 @@ from sprockets_cache.http.web import (
     page,
     page_response,
     path_id,
+    read_cache,
     read_json,
     settings,
     store,
@@ -28,6 +28,7 @@ from sprockets_cache.http.web import (
     versioned_response,
 )
 from sprockets_cache.models import ChartData, FactoryIn
+from sprockets_cache.store.keys import FACTORY_LIST, factory_changed
 from sprockets_cache.store.points import Columns, buckets, by_time
 from sprockets_cache.store.records import Factory, Stamp
 
@@ -46,10 +47,6 @@ def _points(chart_data: ChartData | None) -> Columns:
     return by_time(chart_data.time, chart_data.sprocket_production_actual, chart_data.sprocket_production_goal)
 
 
-def _cache(request: Request) -> ReadCache:
-    return request.scope["state"]["read_cache"]  # type: ignore[no-any-return]
-
-
 def _encoded(factory: Factory, bucket_s: int | None) -> bytes:
     return orjson.dumps(factory.as_json(bucket_s))
 
@@ -59,29 +56,48 @@ async def list_factories(request: Request) -> Response:
     first, last = time_range(request)
     most = settings(request).max_response_points
     bucket_s = bucket_width(request)
-    cache = _cache(request)
-    # The same entries as single reads: a factory held at its stamp in Redis is not read again.
+    cache = read_cache(request)
+    query = ("factories", after, limit, first, last, bucket_s, most)
+    ticket = None
+    if cache.tracking:
+        entry = cache.held(query)
+        if entry is not None:
+            return page_response(request, "factories", orjson.Fragment(entry.body), entry.next_id)
+        ticket = cache.ticket()
+    # The same entries as single reads: a factory held (at its stamp in Redis) is not read again.
     held: dict[int, bytes] = {}
 
     def holds(factory_id: int, stamp: Stamp) -> int | None:
-        entry = cache.get(read_cache.key(factory_id, first, last, bucket_s), stamp)
+        key = factory_key(factory_id, first, last, bucket_s)
+        entry = cache.held(key) if cache.tracking else cache.get(key, stamp)
         if entry is None:
             return None
         held[factory_id] = entry.body
         return entry.points
 
-    listed, last_id = await store(request).list_stamped_factories(
+    listed = await store(request).list_stamped_factories(
         after, limit, first, last, most, holds if cache.enabled else None
     )
     items: list[Any] = []
-    for factory_id, factory in listed:
+    for factory_id, factory in listed.factories:
         if factory is None:
             items.append(orjson.Fragment(held[factory_id]))
             continue
         body = _encoded(factory, bucket_s)
-        cache.put(read_cache.key(factory_id, first, last, bucket_s), factory.stamp, body, len(factory.points.time))
+        _keep(cache, ticket, factory_key(factory_id, first, last, bucket_s), factory, body)
         items.append(orjson.Fragment(body))
-    return page_response(request, "factories", items, last_id)
+    if ticket is not None:
+        depends = (FACTORY_LIST, *map(factory_changed, listed.ids))
+        cache.keep(query, ticket, depends, orjson.dumps(items), next_id=listed.next_id)
+    return page_response(request, "factories", items, listed.next_id)
+
+
+def _keep(cache: ReadCache, ticket: Ticket | None, query: Key, factory: Factory, body: bytes) -> None:
+    points = len(factory.points.time)
+    if cache.tracking:
+        cache.keep(query, ticket, (factory_changed(factory.id),), body, factory.version, points)
+    else:
+        cache.put(query, factory.stamp, body, points)
 
 
 async def get_factory(request: Request) -> Response:
@@ -89,31 +105,30 @@ async def get_factory(request: Request) -> Response:
     bucket_s = bucket_width(request)
     most = settings(request).max_response_points
     factory_id = path_id(request, "factory_id")
-    cache = _cache(request)
-    query = read_cache.key(factory_id, first, last, bucket_s)
-    if query in cache or header(request, b"if-none-match") is not None:
+    cache = read_cache(request)
+    query = factory_key(factory_id, first, last, bucket_s)
+    ticket = None
+    if cache.tracking:
+        entry = cache.held(query)
+        if entry is not None:
+            return answer(request, entry.body, entry.version)
+        ticket = cache.ticket()
+    elif query in cache or header(request, b"if-none-match") is not None:
         # The stamp alone (one small round trip) answers a conditional read, and tells whether the answer
         # kept is still Redis's.
         stamp = await store(request).factory_stamp(factory_id)
         if not_modified(request, stamp.version):
-            return _answer(None, stamp.version)
+            return answer(request, b"", stamp.version)
         entry = cache.get(query, stamp)
         if entry is not None:
-            return _answer(entry.body, stamp.version)
+            return answer(request, entry.body, stamp.version)
     elif cache.enabled:
         cache.get(query, None)  # a miss, counted
     # The points and the stamp they are of, read in one step: the answer is kept under that stamp.
     factory = await store(request).get_factory(factory_id, first, last, most)
     body = _encoded(factory, bucket_s)
-    cache.put(query, factory.stamp, body, len(factory.points.time))
-    return _answer(None if not_modified(request, factory.version) else body, factory.version)
-
-
-def _answer(body: bytes | None, version: int) -> Response:
-    """A read's answer with its ETag, or 304 without a body (None), as versioned_response gives them."""
-    response = Response(status_code=304) if body is None else Response(body, media_type=JSON)
-    response.raw_headers += [(b"etag", etag(version).encode()), (b"cache-control", b"no-cache")]
-    return response
+    _keep(cache, ticket, query, factory, body)
+    return answer(request, body, factory.version)
 
 
 async def create_factory(request: Request) -> Response:
@@ -126,7 +141,10 @@ async def create_factory(request: Request) -> Response:
     async def create(wait: bool) -> Response:
         factory_id = await store(request).new_factory_ids()
         name = factory.name or f"Factory {factory_id}"
-        version = await store(request).create_factory(factory_id, name, buckets(points), wait)
+        try:
+            version = await store(request).create_factory(factory_id, name, buckets(points), wait)
+        finally:
+            read_cache(request).drop((FACTORY_LIST, factory_changed(factory_id)))
         request.state.metrics.points_written.inc(len(points.time))
         body = {"id": factory_id, "name": name, "resolution_s": 1, "chart_data": points.as_chart_data()}
         return versioned_response(request, body, version, status=201, location=f"/api/v1/factories/{factory_id}")
@@ -139,7 +157,11 @@ async def write_chart_data(request: Request) -> Response:
     body = await read_json(request, settings(request).max_chart_body_bytes)
     _check_point_count(request, body)
     points = _points(validate(ChartData, body))
-    version = await store(request).write_points(factory_id, buckets(points))
+    try:
+        version = await store(request).write_points(factory_id, buckets(points))
+    finally:
+        # Redis's invalidation may reach us after the reply; the write may have happened if it failed.
+        read_cache(request).drop((factory_changed(factory_id),))
     request.state.metrics.points_written.inc(len(points.time))
     return json_response({"written": len(points.time)}, headers={"ETag": etag(version)})
 
@@ -147,6 +169,14 @@ async def write_chart_data(request: Request) -> Response:
 async def factory_summary(request: Request) -> Response:
     first, last = time_range(request)
     factory_id = path_id(request, "factory_id")
+    cache = read_cache(request)
+    query = ("summary", factory_id, first, last)
+    ticket = None
+    if cache.tracking:
+        entry = cache.held(query)
+        if entry is not None:
+            return answer(request, entry.body, entry.version)
+        ticket = cache.ticket()
     summary = await store(request).summarize_factory(factory_id, first, last)
     actual_total, goal_total = summary.actual_total, summary.goal_total
     body = {
@@ -158,4 +188,6 @@ async def factory_summary(request: Request) -> Response:
         "first_time": summary.first_time,
         "last_time": summary.last_time,
     }
-    return versioned_response(request, body, summary.version)
+    encoded = orjson.dumps(body)
+    cache.keep(query, ticket, (factory_changed(factory_id),), encoded, summary.version)
+    return answer(request, encoded, summary.version)

@@ -61,14 +61,31 @@ class Metrics:
             registry=self.registry,
         )
         self.points_written = Counter("points_written", "Production points written", registry=self.registry)
-        # The read cache (read_cache.py): factory answers sent from memory, read from Redis, pushed out.
-        self.read_cache_hits = Counter(
-            "read_cache_hits", "Factory answers sent from the read cache", registry=self.registry
-        )
+        # The read cache (read_cache.py): answers sent from memory, read from Redis, pushed out, dropped.
+        self.read_cache_hits = Counter("read_cache_hits", "Answers sent from the read cache", registry=self.registry)
         self.read_cache_misses = Counter(
             "read_cache_misses",
-            "Factory answers the read cache did not hold at the factory's version",
+            "Reads the read cache could not answer (not held, or held at another version)",
             registry=self.registry,
+        )
+        self.read_cache_invalidations = Counter(
+            "read_cache_invalidations",
+            "Keys Redis said changed (client tracking), each dropping the answers read from it",
+            registry=self.registry,
+        )
+        self.read_cache_flushes = Counter(
+            "read_cache_flushes",
+            "Times the read cache dropped everything, by reason: connection, failover, topology, flushall, "
+            "tracking_started, refused",
+            ["reason"],
+            registry=self.registry,
+        )
+        # livemin: with several workers, 0 when any worker's tracking is down.
+        self.read_cache_tracking = Gauge(
+            "read_cache_tracking",
+            "1 while Redis's invalidations reach this process on every node (client tracking), else 0",
+            registry=self.registry,
+            multiprocess_mode="livemin",
         )
         self.read_cache_evictions = Counter(
             "read_cache_evictions",

@@ -8,11 +8,13 @@ from sprockets_cache.errors import VersionMismatch
 from sprockets_cache.http.problems import Problem
 from sprockets_cache.http.web import (
     JSON,
+    answer,
     idempotent,
     if_match,
     page,
     page_response,
     path_id,
+    read_cache,
     read_json,
     settings,
     store,
@@ -20,6 +22,7 @@ from sprockets_cache.http.web import (
     versioned_response,
 )
 from sprockets_cache.models import SprocketIn, SprocketPatch, fields
+from sprockets_cache.store.keys import SPROCKET_LIST, sprocket_changed
 from sprockets_cache.store.sprockets import SPROCKET_FIELDS
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -33,13 +36,35 @@ def _location(sprocket_id: int) -> str:
 
 async def list_sprockets(request: Request) -> Response:
     after, limit = page(request)
+    cache = read_cache(request)
+    if not cache.tracking:
+        sprockets, last = await store(request).list_sprockets(after, limit)
+        return page_response(request, "sprockets", sprockets, last)
+    query = ("sprockets", after, limit)
+    entry = cache.held(query)
+    if entry is not None:
+        return page_response(request, "sprockets", orjson.Fragment(entry.body), entry.next_id)
+    ticket = cache.ticket()
     sprockets, last = await store(request).list_sprockets(after, limit)
-    return page_response(request, "sprockets", sprockets, last)
+    body = orjson.dumps(sprockets)
+    cache.keep(query, ticket, (SPROCKET_LIST,), body, next_id=last)
+    return page_response(request, "sprockets", orjson.Fragment(body), last)
 
 
 async def get_sprocket(request: Request) -> Response:
-    sprocket = await store(request).get_sprocket(path_id(request, "sprocket_id"))
-    return versioned_response(request, orjson.Fragment(sprocket.json), sprocket.version)
+    sprocket_id = path_id(request, "sprocket_id")
+    cache = read_cache(request)
+    if not cache.tracking:
+        sprocket = await store(request).get_sprocket(sprocket_id)
+        return versioned_response(request, orjson.Fragment(sprocket.json), sprocket.version)
+    query = ("sprocket", sprocket_id)
+    entry = cache.held(query)
+    if entry is not None:
+        return answer(request, entry.body, entry.version)
+    ticket = cache.ticket()
+    sprocket = await store(request).get_sprocket(sprocket_id)
+    cache.keep(query, ticket, (sprocket_changed(sprocket_id),), sprocket.json, sprocket.version)
+    return answer(request, sprocket.json, sprocket.version)
 
 
 async def create_sprocket(request: Request) -> Response:
@@ -47,7 +72,10 @@ async def create_sprocket(request: Request) -> Response:
     sprocket = validate(SprocketIn, body)
 
     async def create(wait: bool) -> Response:
-        created = await store(request).create_sprocket(fields(sprocket), wait)
+        try:
+            created = await store(request).create_sprocket(fields(sprocket), wait)
+        finally:
+            read_cache(request).drop((SPROCKET_LIST,))
         body = orjson.Fragment(created.json)
         return versioned_response(request, body, created.version, status=201, location=_location(created.id))
 
@@ -57,7 +85,10 @@ async def create_sprocket(request: Request) -> Response:
 async def replace_sprocket(request: Request) -> Response:
     sprocket_id = path_id(request, "sprocket_id")
     sprocket = validate(SprocketIn, await read_json(request, settings(request).max_body_bytes))
-    updated = await store(request).update_sprocket(sprocket_id, fields(sprocket), if_match(request))
+    try:
+        updated = await store(request).update_sprocket(sprocket_id, fields(sprocket), if_match(request))
+    finally:
+        _written(request, sprocket_id)
     return versioned_response(request, orjson.Fragment(updated.json), updated.version)
 
 
@@ -78,10 +109,22 @@ async def patch_sprocket(request: Request) -> Response:
             if accepted is not None:
                 raise
             continue
+        finally:
+            _written(request, sprocket_id)
         return versioned_response(request, orjson.Fragment(updated.json), updated.version)
     raise Problem(409, "The sprocket kept changing while this patch was applied; retry it.")
 
 
 async def delete_sprocket(request: Request) -> Response:
-    await store(request).delete_sprocket(path_id(request, "sprocket_id"), if_match(request))
+    sprocket_id = path_id(request, "sprocket_id")
+    try:
+        await store(request).delete_sprocket(sprocket_id, if_match(request))
+    finally:
+        _written(request, sprocket_id)
     return Response(status_code=204)
+
+
+def _written(request: Request, sprocket_id: int) -> None:
+    """After a write to a sprocket, done or not (it may have happened): drop what this process holds of it
+    at once, since Redis's invalidation may reach us after the write's reply."""
+    read_cache(request).drop((sprocket_changed(sprocket_id), SPROCKET_LIST))

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from sprockets_cache.deadlines import Deadlines
 from sprockets_cache.errors import IdempotencyInProgress, IdempotencyKeyReused
 from sprockets_cache.http.problems import Problem
+from sprockets_cache.http.read_cache import ReadCache
 from sprockets_cache.models import MAX_ID, MAX_TIME, error_list, validated
 from sprockets_cache.settings import Settings
 from sprockets_cache.store.store import Store
@@ -50,6 +51,10 @@ def store(request: Request) -> Store:
 
 def settings(request: Request) -> Settings:
     return request.scope["state"]["settings"]  # type: ignore[no-any-return]
+
+
+def read_cache(request: Request) -> ReadCache:
+    return request.scope["state"]["read_cache"]  # type: ignore[no-any-return]
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -170,8 +175,9 @@ def _cursor(after: int) -> str:
     return f"{after:x}"
 
 
-def page_response(request: Request, name: str, items: list[Any], after: int | None) -> Response:
-    """A page of a list: `{name: items, "next_cursor"}`, and a `Link: rel="next"` when there is more."""
+def page_response(request: Request, name: str, items: Any, after: int | None) -> Response:
+    """A page of a list: `{name: items, "next_cursor"}`, and a `Link: rel="next"` when there is more.
+    `items`: a list, or its JSON as an orjson.Fragment."""
     if after is None:
         return json_response({name: items, "next_cursor": None})
     cursor = _cursor(after)
@@ -219,6 +225,13 @@ def not_modified(request: Request, version: int) -> bool:
     """True when `If-None-Match` names this version (weak comparison) or is `*`."""
     tags = _tags(request, b"if-none-match")
     return tags is not None and any(tag == "*" or tag.removeprefix("W/") == etag(version) for tag in tags)
+
+
+def answer(request: Request, body: bytes, version: int) -> Response:
+    """A read's encoded answer with its ETag, or 304 without a body, as versioned_response gives them."""
+    response = Response(status_code=304) if not_modified(request, version) else Response(body, media_type=JSON)
+    response.raw_headers += [(b"etag", etag(version).encode()), (b"cache-control", b"no-cache")]
+    return response
 
 
 def versioned_response(

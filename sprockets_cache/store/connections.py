@@ -163,6 +163,10 @@ _GUARDED: dict[type[AbstractConnection], type[AbstractConnection]] = {
 }
 
 
+# Connections over TCP or a unix socket, without TLS: those a tracking connection (tracking.py) can copy.
+PLAIN_CONNECTIONS = (_Connection, _UnixConnection, _SentinelConnection)
+
+
 def _guarded(client: _C) -> _C:
     """`client`, its connections made as their _WritesOnlyWhileConnected kind. Set after the client is made,
     as from_url picks the class by the URL's scheme and RedisCluster takes none; before any connection

@@ -7,7 +7,7 @@ tag, so it is atomic on a cluster too.
 import asyncio
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from sprockets_cache.clock import now
 from sprockets_cache.errors import BeforeRawWindow, NotFound, TooManyPoints
@@ -142,8 +142,8 @@ class FactoryStore:
     ) -> tuple[list[Factory], int | None]:
         """A page of factories with their points in [first, last]: at most `limit` factories and `most`
         points. Returns the page and the id to continue after (None at the end)."""
-        page, next_id = await self.list_stamped_factories(after, limit, first, last, most)
-        return [factory for _, factory in page if factory is not None], next_id
+        listed = await self.list_stamped_factories(after, limit, first, last, most)
+        return [factory for _, factory in listed.factories if factory is not None], listed.next_id
 
     async def list_stamped_factories(
         self,
@@ -153,10 +153,10 @@ class FactoryStore:
         last: int,
         most: int = UNLIMITED,
         held: Callable[[int, Stamp], int | None] | None = None,
-    ) -> tuple[list[tuple[int, Factory | None]], int | None]:
-        """As list_factories, each factory with its id. With `held`, each factory's stamp is read first,
-        and a factory for which `held(id, stamp)` gives a number of points (the caller has its answer at
-        that stamp) comes as None, its points unread."""
+    ) -> "Listed":
+        """As list_factories, each factory with its id, and every id the page looked at. With `held`, each
+        factory's stamp is read first, and a factory for which `held(id, stamp)` gives a number of points
+        (the caller has its answer at that stamp) comes as None, its points unread."""
         ids = await self.redis.zrangebyscore(keys.FACTORY_INDEX, f"({after}", "+inf", start=0, num=limit + 1)
         page = [int(i) for i in ids[:limit]]
         next_id = page[-1] if len(ids) > limit else None
@@ -203,7 +203,17 @@ class FactoryStore:
             return await ranges.factory(self.redis, factory_id, first, last, most, reply)
 
         factories = await asyncio.gather(*(read(*item) for item in chosen))
-        return [(factory_id, f) for (factory_id, _), f in zip(chosen, factories, strict=True)], next_id
+        return Listed([(i, f) for (i, _), f in zip(chosen, factories, strict=True)], next_id, page)
+
+
+class Listed(NamedTuple):
+    """A page of factories (see list_stamped_factories)."""
+
+    factories: list[tuple[int, Factory | None]]
+    # The id to continue after (None at the end).
+    next_id: int | None
+    # Every id the page looked at: those listed, those not written yet, the one that cut the page short.
+    ids: list[int]
 
 
 def _stamp(factory_id: int) -> tuple[str, ...]:

@@ -71,6 +71,41 @@ def key_for_factory_scratch(factory_id: int) -> str:
     return f"{PREFIX}{{factory:{factory_id}}}:scratch"
 
 
+# What each API process's read cache hears about from Redis (tracking.py): every sprocket key, every
+# factory's keys and the factory index.
+TRACKED_PREFIXES = (f"{PREFIX}{SPROCKET_TAG}:", f"{PREFIX}{{factory:", f"{PREFIX}{FACTORY_TAG}:")
+_SPROCKET_KEYS = TRACKED_PREFIXES[0].encode()
+_FACTORY_KEYS = TRACKED_PREFIXES[1].encode()
+_FACTORY_LIST_KEYS = TRACKED_PREFIXES[2].encode()
+# What a changed key says changed: a sprocket, a factory (either: its id), or one of these.
+SPROCKET_LIST = "sprockets"
+FACTORY_LIST = "factories"
+Changed = str | tuple[str, int]
+
+
+def sprocket_changed(sprocket_id: int) -> Changed:
+    return "sprocket", sprocket_id
+
+
+def factory_changed(factory_id: int) -> Changed:
+    return "factory", factory_id
+
+
+def what_changed(key: bytes) -> tuple[Changed, ...]:
+    """What a write to `key` changed, as readers depend on it: a sprocket (its hash: the sprocket, and
+    the list of sprockets, which shows it), the sprockets' index or next id (SPROCKET_LIST), a factory's
+    keys (the factory), the factories' index or next id (FACTORY_LIST); nothing for other keys."""
+    if key.startswith(_SPROCKET_KEYS):
+        rest = key[len(_SPROCKET_KEYS) :]
+        return (sprocket_changed(int(rest)), SPROCKET_LIST) if rest.isdigit() else (SPROCKET_LIST,)
+    if key.startswith(_FACTORY_KEYS):
+        number = key[len(_FACTORY_KEYS) :].partition(b"}")[0]
+        return (factory_changed(int(number)),) if number.isdigit() else ()
+    if key.startswith(_FACTORY_LIST_KEYS):
+        return (FACTORY_LIST,)
+    return ()
+
+
 def key_for_idempotency(scope: str, digest: str) -> str:
     """`digest` is a hash of the client's Idempotency-Key: clients never name a key."""
     return f"{PREFIX}idempotency:{scope}:{digest}"

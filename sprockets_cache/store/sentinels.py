@@ -12,6 +12,7 @@ connection to the old master: the idle ones at once, the ones in use when they a
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as redis
@@ -39,6 +40,8 @@ class FollowingPool(SentinelConnectionPool):
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         self._doubted = asyncio.Event()
         self._following: asyncio.Task[None] | None = None
+        # Called when the Sentinels name another master (the read cache's invalidations follow it).
+        self.on_switch: list[Callable[[], None]] = []
 
     def doubt(self) -> None:
         """Have the Sentinels asked again soon where the master is. Cheap and never waits: for error paths."""
@@ -57,6 +60,8 @@ class FollowingPool(SentinelConnectionPool):
                 connection.mark_for_reconnect()  # type: ignore[no-untyped-call]  # dropped when given back (see connections._Pool.release)
             with contextlib.suppress(redis.RedisError):
                 await self.disconnect(inuse_connections=False)
+            for switched in self.on_switch:
+                switched()
         return address
 
     async def aclose(self) -> None:

@@ -1,0 +1,207 @@
+"""Answers held in memory, kept true by Redis's invalidations (client tracking): on a real redis-server,
+a cluster and a Sentinel deployment, two API processes (two apps, each with its own cache and tracking
+connections), one writing, the other reading."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as redis
+
+from sprockets_cache.settings import Settings
+from sprockets_cache.store.connections import Client, connect
+from sprockets_cache.store.tracking import CLIENT_NAME
+from tests.conftest import PATIENT_S
+from tests.sentinel import MASTER_NAME, local_sentinels
+from tests.test_factories import chart
+from tests.test_read_cache import metric, serve
+from tests.test_sprockets import SPROCKET
+
+ALTERNATIONS = 1000
+RACES = 300
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[AsyncExitStack]:
+    async with AsyncExitStack() as stack:
+        yield stack
+
+
+async def ok(response: Any) -> httpx.Response:
+    response = await response
+    assert response.status_code in (200, 201), response.text
+    return response  # type: ignore[no-any-return]
+
+
+async def tracking(api: httpx.AsyncClient) -> bool:
+    """Whether the app's invalidations are confirmed on every node, waiting for them (patiently) if not."""
+    async with asyncio.timeout(PATIENT_S):
+        while await metric(api, "read_cache_tracking") != 1:
+            await asyncio.sleep(0.05)
+    return True
+
+
+def reads(sprocket_id: int, factory_id: int) -> list[tuple[str, dict[str, Any]]]:
+    """What the reader reads after each write: a sprocket, a page of them, a factory whole, a range of it,
+    buckets, a summary, the factories' listing."""
+    factory = f"/api/v1/factories/{factory_id}"
+    return [
+        (f"/api/v1/sprockets/{sprocket_id}", {}),
+        ("/api/v1/sprockets", {}),
+        (factory, {}),
+        (factory, {"from": 0, "to": 10**6}),
+        (factory, {"bucket": 3600}),
+        (f"{factory}/summary", {}),
+        ("/api/v1/factories", {}),
+    ]
+
+
+async def alternate(writer: httpx.AsyncClient, reader: httpx.AsyncClient, rounds: int) -> None:
+    """`rounds` writes through `writer`, each followed by every read through `reader`: each read must show
+    the write (the reader held every answer before it, so a missed invalidation would show)."""
+    await ok(writer.post("/api/v1/sprockets", json=SPROCKET))
+    await ok(writer.post("/api/v1/factories", json={"chart_data": chart((0, 0, 0))}))
+    hits = await metric(reader, "read_cache_hits_total")
+    for n in range(1, rounds + 1):
+        for path, params in reads(1, 1):
+            await ok(reader.get(path, params=params))
+        if n % 2:
+            await ok(writer.put("/api/v1/sprockets/1", json={**SPROCKET, "teeth": n}))
+        else:
+            await ok(writer.post("/api/v1/factories/1/chart_data", json=chart((n, n, 1))))
+        sprocket, sprockets, whole, ranged, bucketed, summary, listed = [
+            (await ok(reader.get(path, params=params))).json() for path, params in reads(1, 1)
+        ]
+        teeth = n if n % 2 else n - 1
+        assert sprocket["teeth"] == teeth, f"round {n}: a stale sprocket"
+        assert sprockets["sprockets"][0]["teeth"] == teeth, f"round {n}: a stale page of sprockets"
+        last = n if n % 2 == 0 else n - 1
+        assert whole["chart_data"]["time"][-1] == last, f"round {n}: a stale factory"
+        assert ranged["chart_data"]["time"][-1] == last, f"round {n}: a stale range"
+        assert sum(bucketed["chart_data"]["sprocket_production_actual"]) == sum(range(0, last + 1, 2))
+        assert summary["last_time"] == last, f"round {n}: a stale summary"
+        assert listed["factories"] == [whole], f"round {n}: a stale listing"
+    # The reads before each write were answered from memory: the check above would have seen a stale one.
+    assert await metric(reader, "read_cache_hits_total") - hits >= rounds * len(reads(1, 1))
+
+
+async def test_a_write_through_one_process_is_in_the_next_read_through_another(
+    real_redis_pair: tuple[Client, Client], stack: AsyncExitStack
+) -> None:
+    settings = Settings(redis_timeout_s=PATIENT_S)
+    first, second = [await serve(stack, settings, client) for client in real_redis_pair]
+    assert await tracking(first) and await tracking(second)
+    await alternate(first, second, ALTERNATIONS)
+
+
+async def test_with_sentinels_writes_through_one_process_are_read_through_another_also_after_a_failover(
+    tmp_path: Path, stack: AsyncExitStack
+) -> None:
+    with local_sentinels(tmp_path, replicas=1) as deployment:
+        settings = Settings(
+            redis_url="redis://unused.invalid:1/0",
+            redis_sentinels=deployment.addresses,
+            redis_sentinel_master=MASTER_NAME,
+            redis_timeout_s=PATIENT_S,
+        )
+        first, second = [await serve(stack, settings, None) for _ in range(2)]
+        assert await tracking(first) and await tracking(second)
+        await alternate(first, second, ALTERNATIONS // 4)
+        sentinel = redis.Redis(port=deployment.sentinels[0])
+        await sentinel.execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
+        await sentinel.aclose()
+        # Both processes hear of the new master (the Sentinels' +switch-master) and drop what they hold.
+        async with asyncio.timeout(PATIENT_S):
+            for api in (first, second):
+                while await metric(api, 'read_cache_flushes_total{reason="failover"}') < 1:
+                    await asyncio.sleep(0.05)
+        assert await tracking(first) and await tracking(second)
+        await ok(first.put("/api/v1/sprockets/1", json={**SPROCKET, "teeth": 999}))
+        assert (await ok(second.get("/api/v1/sprockets/1"))).json()["teeth"] == 999
+        await stack.aclose()
+
+
+async def test_a_lost_tracking_connection_drops_everything_until_it_is_back(
+    real_redis_pair: tuple[Client, Client], stack: AsyncExitStack
+) -> None:
+    """A write made while the reader's invalidations were cut off is in its next read all the same."""
+    settings = Settings(redis_timeout_s=PATIENT_S)
+    writer, reader = [await serve(stack, settings, client) for client in real_redis_pair]
+    assert await tracking(writer) and await tracking(reader)
+    await ok(writer.post("/api/v1/sprockets", json=SPROCKET))
+    for _ in range(2):
+        await ok(reader.get("/api/v1/sprockets/1"))
+    flushes = await metric(reader, 'read_cache_flushes_total{reason="connection"}')
+    # Every tracking connection of both apps, on every node: the writer's come back as the reader's do.
+    client = real_redis_pair[0]
+    nodes = client.get_nodes() if hasattr(client, "get_nodes") else [None]
+    for node in nodes:
+        for connection in await _clients(client, node):
+            if connection["name"] == CLIENT_NAME:
+                await _kill(client, node, connection["id"])
+    await ok(writer.put("/api/v1/sprockets/1", json={**SPROCKET, "teeth": 77}))
+    assert (await ok(reader.get("/api/v1/sprockets/1"))).json()["teeth"] == 77
+    assert await metric(reader, 'read_cache_flushes_total{reason="connection"}') > flushes
+    assert await tracking(reader)
+    hits = await metric(reader, "read_cache_hits_total")
+    for _ in range(2):
+        assert (await ok(reader.get("/api/v1/sprockets/1"))).json()["teeth"] == 77
+    assert await metric(reader, "read_cache_hits_total") == hits + 1
+
+
+async def _clients(client: Client, node: Any) -> list[dict[str, Any]]:
+    if node is None:
+        return await client.client_list()  # type: ignore[no-any-return]
+    return await client.execute_command("CLIENT LIST", target_nodes=node)  # type: ignore[no-any-return]
+
+
+async def _kill(client: Client, node: Any, client_id: str) -> None:
+    if node is None:
+        await client.execute_command("CLIENT", "KILL", "ID", client_id)
+    else:
+        await client.execute_command("CLIENT", "KILL", "ID", client_id, target_nodes=node)
+
+
+async def test_a_write_racing_a_miss_is_never_kept_stale(
+    real_redis_pair: tuple[Client, Client], stack: AsyncExitStack
+) -> None:
+    settings = Settings(redis_timeout_s=PATIENT_S)
+    writer, reader = [await serve(stack, settings, client) for client in real_redis_pair]
+    assert await tracking(writer) and await tracking(reader)
+    await ok(writer.post("/api/v1/sprockets", json=SPROCKET))
+    await ok(writer.post("/api/v1/factories", json={"chart_data": chart((0, 0, 0))}))
+    for n in range(1, RACES + 1):
+        # The reader's miss and the write at once: whichever Redis runs first, the next read is the write's.
+        await asyncio.gather(
+            ok(reader.get("/api/v1/sprockets/1")),
+            ok(reader.get("/api/v1/factories/1")),
+            ok(writer.put("/api/v1/sprockets/1", json={**SPROCKET, "teeth": n})),
+            ok(writer.post("/api/v1/factories/1/chart_data", json=chart((n, n, 1)))),
+        )
+        assert (await ok(reader.get("/api/v1/sprockets/1"))).json()["teeth"] == n, f"round {n}"
+        assert (await ok(reader.get("/api/v1/factories/1"))).json()["chart_data"]["time"][-1] == n, f"round {n}"
+
+
+async def test_a_held_read_sends_redis_no_command(redis_server: Any, stack: AsyncExitStack) -> None:
+    client = connect(redis_server.url, timeout_s=PATIENT_S)
+    stack.push_async_callback(client.aclose)
+    await client.flushdb()
+    api = await serve(stack, Settings(redis_timeout_s=PATIENT_S), client)
+    assert await tracking(api)
+    await ok(api.post("/api/v1/sprockets", json=SPROCKET))
+    await ok(api.post("/api/v1/factories", json={"chart_data": chart((0, 0, 0), (60, 1, 1))}))
+    for path, params in reads(1, 1):
+        await ok(api.get(path, params=params))
+    await client.config_resetstat()
+    for _ in range(100):
+        for path, params in reads(1, 1):
+            await ok(api.get(path, params=params))
+    stats = await client.info("commandstats")
+    # What else reaches Redis meanwhile: the tracking connection's heartbeat, and the two commands here.
+    others = ("cmdstat_ping", "cmdstat_info", "cmdstat_config|resetstat")
+    sent = {name: stat["calls"] for name, stat in stats.items() if name not in others}
+    assert sent == {}

@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as redis
 
 from sprockets_cache.settings import Settings
+from sprockets_cache.store import keyring
 from sprockets_cache.store.connections import Client, connect
 from sprockets_cache.store.tracking import CLIENT_NAME
 from tests.conftest import PATIENT_S
@@ -186,7 +187,10 @@ async def test_a_write_racing_a_miss_is_never_kept_stale(
         assert (await ok(reader.get("/api/v1/factories/1"))).json()["chart_data"]["time"][-1] == n, f"round {n}"
 
 
-async def test_a_held_read_sends_redis_no_command(redis_server: Any, stack: AsyncExitStack) -> None:
+async def test_a_held_read_sends_redis_no_command(
+    redis_server: Any, stack: AsyncExitStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keyring, "REFRESH_S", 3600)  # the API keys' version, read on a clock of its own
     client = connect(redis_server.url, timeout_s=PATIENT_S)
     stack.push_async_callback(client.aclose)
     await client.flushdb()

@@ -13,6 +13,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from sprockets_cache.deadlines import Deadlines
 from sprockets_cache.errors import IdempotencyInProgress, IdempotencyKeyReused
@@ -25,6 +26,7 @@ from sprockets_cache.store.store import Store
 Model = TypeVar("Model", bound=BaseModel)
 
 JSON = "application/json"
+_JSON_BYTES = JSON.encode()
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 # A cursor is the last id of a page in hex: every string of this form is one (openapi.py says so too).
@@ -227,11 +229,32 @@ def not_modified(request: Request, version: int) -> bool:
     return tags is not None and any(tag == "*" or tag.removeprefix("W/") == etag(version) for tag in tags)
 
 
+class Answer(Response):
+    """A read's encoded answer with its ETag, or 304 without a body, as versioned_response gives them, made
+    without Response's __init__ (its rendering and header checks), a tenth of a read from memory."""
+
+    def __init__(self, body: bytes, version: int, not_modified: bool) -> None:
+        tag = b'"%d"' % version
+        if not_modified:
+            self.status_code, self.body = 304, b""
+            self.raw_headers = [(b"etag", tag), (b"cache-control", b"no-cache")]
+        else:
+            self.status_code, self.body = 200, body
+            self.raw_headers = [
+                (b"content-length", b"%d" % len(body)),
+                (b"content-type", _JSON_BYTES),
+                (b"etag", tag),
+                (b"cache-control", b"no-cache"),
+            ]
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
 def answer(request: Request, body: bytes, version: int) -> Response:
-    """A read's encoded answer with its ETag, or 304 without a body, as versioned_response gives them."""
-    response = Response(status_code=304) if not_modified(request, version) else Response(body, media_type=JSON)
-    response.raw_headers += [(b"etag", etag(version).encode()), (b"cache-control", b"no-cache")]
-    return response
+    return Answer(body, version, not_modified(request, version))
 
 
 def versioned_response(

@@ -4,15 +4,18 @@ Builds the image, then for each profile (default, sentinel, cluster; name some a
 those), under a project name of its own: brings it up with `up --wait` as the compose file's header
 documents it and checks, over HTTP on 127.0.0.1, what a user checks: the seeds are listed, a write with
 the API key gets 201 and one without 401, AOF is on, no container has an anonymous volume; then that
-`down` + `up` keeps every written sprocket and takes writes. For sentinel and cluster, a killed master
-fails over, writes resume (on sentinel, each confirmed by a replica), the old master comes back as a
-replica, and the same holds after `down` + `up` (for cluster, a plain restart first too). Each profile
+`down` + `up` keeps every written sprocket and takes writes, and that a write through one of the API's
+two workers is in the next read through the other (each holds its own answers in memory). For sentinel
+and cluster, a killed master fails over, writes resume (on sentinel, each confirmed by a replica), the
+workers still agree, the old master comes back as a replica, and the same holds after `down` + `up` (for
+cluster, a plain restart first too). Each profile
 ends with `down -v`, also when a check fails.
 
 The settings (a random REDIS_PASSWORD, a fresh API key, free ports on 127.0.0.1) go in an env file of its
 own, so a user's .env is neither read nor changed. Fails with one line naming the profile and the check.
 """
 
+import functools
 import json
 import os
 import secrets
@@ -38,10 +41,21 @@ UP_TIMEOUT_S = 300
 COMMAND_TIMEOUT_S = 600
 RECOVERY_S = 120
 POLL_S = 1.0
+# A new connection each request, which the kernel hands to either of the API's workers.
+CLOSE = {"Connection": "close"}
 
 
 class CheckFailed(Exception):
     pass
+
+
+class StaleRead(CheckFailed):
+    """Not retried: a read that did not show a write acknowledged before it."""
+
+
+def _worker(answer: httpx.Response) -> str:
+    """Which API worker answered: its request ids start with a prefix of its own."""
+    return answer.headers["x-request-id"].split("-")[0]
 
 
 def _seed_count(name: str, kind: str) -> int:
@@ -70,6 +84,8 @@ def _until(what: str, seconds: float, attempt: Callable[[], Any]) -> Any:
             last = attempt()
             if last:
                 return last
+        except StaleRead:
+            raise
         except (httpx.HTTPError, CheckFailed) as error:
             last = error
         if time.monotonic() > deadline:
@@ -124,6 +140,38 @@ class Stack:
             raise CheckFailed(f"GET {path} got {answer.status_code}: {answer.text:.100}")
         return answer.json()
 
+    def check_workers_agree(self, when: str, writes: int = 10) -> None:
+        """Each API worker holds its own answers: a write through one is in the next read through the other."""
+        path = f"/api/v1/sprockets/{self.written[-1]}"
+        for teeth in range(10, 10 + writes):
+            reads: dict[str, int] = {}
+            _until(
+                f"reads through both API workers {when}", RECOVERY_S, functools.partial(self._held_by_both, path, reads)
+            )
+            auth = {**CLOSE, "Authorization": f"Bearer {KEY}"}
+            written = self.api.put(path, json={**SPROCKET, "teeth": teeth}, headers=auth)
+            if written.status_code != 200:
+                raise CheckFailed(f"PUT {path} got {written.status_code}: {written.text:.100}")
+            _until(
+                f"a read through the other API worker {when}",
+                RECOVERY_S,
+                functools.partial(self._read_by_the_other, path, teeth, _worker(written), when),
+            )
+
+    def _held_by_both(self, path: str, reads: dict[str, int]) -> bool:
+        worker = _worker(self.api.get(path, headers=CLOSE))
+        reads[worker] = reads.get(worker, 0) + 1
+        return len(reads) == 2 and min(reads.values()) >= 2  # each read it twice: held
+
+    def _read_by_the_other(self, path: str, teeth: int, writer: str, when: str) -> bool:
+        answer = self.api.get(path, headers=CLOSE)
+        if answer.status_code != 200 or answer.json()["teeth"] != teeth:
+            raise StaleRead(
+                f"{when}: after a write through worker {writer}, worker {_worker(answer)} answered "
+                f"{answer.status_code} {answer.text:.100}"
+            )
+        return _worker(answer) != writer
+
     def check_ready(self, when: str) -> None:
         # `up --wait` waits for the API's healthcheck, which does not ask Redis; /ready does.
         _until(f"GET /ready answers 200 {when}", RECOVERY_S, lambda: self.get("/ready"))
@@ -142,6 +190,7 @@ class Stack:
             if len(listed) != count:
                 raise CheckFailed(f"GET /api/v1/{kind} lists {len(listed)}, the seeds have {count}")
         self.check_writes("after `up`")
+        self.check_workers_agree("after `up`")
         keyless = self.api.post("/api/v1/sprockets", json=SPROCKET).status_code
         if keyless != 401:
             raise CheckFailed(f"a keyless POST /sprockets got {keyless}, not 401")
@@ -198,6 +247,7 @@ def check_sentinel(stack: Stack) -> None:
     stack.compose("kill", master)
     # With REDIS_WAIT_REPLICAS=1 a write succeeds only once the other replica follows the promoted one.
     stack.check_writes(f"after `kill {master}`")
+    stack.check_workers_agree(f"after `kill {master}`")
     promoted = [replica for replica in replicas if stack.role(replica) == "master"]
     if len(promoted) != 1:
         raise CheckFailed(f"after `kill {master}`, the masters among {replicas} are {promoted}")
@@ -232,6 +282,7 @@ def check_cluster(stack: Stack) -> None:
     killed = _sprockets_master(stack, CLUSTER_NODES[0])
     stack.compose("kill", killed)
     stack.check_writes(f"after `kill {killed}`")
+    stack.check_workers_agree(f"after `kill {killed}`")
     others = [node for node in CLUSTER_NODES if node != killed]
     if _sprockets_master(stack, others[0]) == killed:
         raise CheckFailed(f"after `kill {killed}`, it still serves the sprockets' slot")

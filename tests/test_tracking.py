@@ -16,6 +16,7 @@ from sprockets_cache.settings import Settings
 from sprockets_cache.store import keyring
 from sprockets_cache.store.connections import Client, connect
 from sprockets_cache.store.tracking import CLIENT_NAME
+from tests.cluster import local_cluster
 from tests.conftest import PATIENT_S
 from tests.sentinel import MASTER_NAME, local_sentinels
 from tests.test_factories import chart
@@ -209,3 +210,50 @@ async def test_a_held_read_sends_redis_no_command(
     others = ("cmdstat_ping", "cmdstat_info", "cmdstat_config|resetstat")
     sent = {name: stat["calls"] for name, stat in stats.items() if name not in others}
     assert sent == {}
+
+
+async def test_on_a_cluster_a_failover_drops_everything_and_reads_stay_fresh(
+    tmp_path: Path, stack: AsyncExitStack
+) -> None:
+    """The replica of the sprockets' master takes over (CLUSTER FAILOVER): writes through one process go to
+    it, the other process's reads show them, and it drops what it held once its map shows the new master."""
+    with local_cluster(tmp_path, replicas=1, node_timeout_ms=2000) as nodes:
+        # The replicas in the slots' layout the apps start with, as gossip spreads it: they track them all.
+        async with redis.Redis(port=nodes[0].port) as first, asyncio.timeout(PATIENT_S):
+            while any(len(shard) < 4 for shard in await first.execute_command("CLUSTER", "SLOTS")):
+                await asyncio.sleep(0.05)
+        settings = Settings(redis_url=nodes[0].url, redis_cluster=True, redis_timeout_s=PATIENT_S)
+        writer, reader = [await serve(stack, settings, None) for _ in range(2)]
+        assert await tracking(writer) and await tracking(reader)
+        await ok(writer.post("/api/v1/sprockets", json=SPROCKET))
+        for _ in range(2):
+            await ok(reader.get("/api/v1/sprockets/1"))
+        async with redis.Redis(port=nodes[0].port) as any_node:
+            slot = await any_node.execute_command("CLUSTER", "KEYSLOT", "sc:{sprockets}:1")
+        replicas = [node for node in nodes if await _serves_as_replica(node.port, slot)]
+        async with redis.Redis(port=replicas[0].port) as promoted:
+            await promoted.execute_command("CLUSTER", "FAILOVER")
+            async with asyncio.timeout(PATIENT_S):
+                while (await promoted.execute_command("ROLE"))[0] != b"master":
+                    await asyncio.sleep(0.05)
+        for teeth in range(10, 30):
+            await ok(writer.put("/api/v1/sprockets/1", json={**SPROCKET, "teeth": teeth}))
+            assert (await ok(reader.get("/api/v1/sprockets/1"))).json()["teeth"] == teeth
+        async with asyncio.timeout(PATIENT_S):
+            while await metric(reader, 'read_cache_flushes_total{reason="topology"}') < 1:
+                await asyncio.sleep(0.1)
+        await ok(writer.put("/api/v1/sprockets/1", json={**SPROCKET, "teeth": 99}))
+        assert (await ok(reader.get("/api/v1/sprockets/1"))).json()["teeth"] == 99
+        await stack.aclose()
+
+
+async def _serves_as_replica(port: int, slot: int) -> bool:
+    """Whether the node at `port` is a replica of the master of `slot`."""
+    async with redis.Redis(port=port) as node:
+        role = await node.execute_command("ROLE")
+        if role[0] != b"slave":
+            return False
+        async with redis.Redis(host=role[1].decode(), port=int(role[2])) as master:
+            shards = await master.execute_command("CLUSTER", "SLOTS")
+            mine = await master.execute_command("CLUSTER", "MYID")
+    return any(start <= slot <= end and first[2] == mine for start, end, first, *_ in shards)

@@ -112,10 +112,10 @@ class ReadCache:
     def ticket(self) -> Ticket | None:
         """What a miss keeps its answer with; None while the invalidations are not confirmed."""
         invalidations = self.invalidations
-        if invalidations is None or not invalidations.confirmed:
+        if invalidations is None:
             return None
         invalidations.take_in()
-        return Ticket(self._generation, self._heard)
+        return Ticket(self._generation, self._heard) if invalidations.confirmed else None
 
     def keep(
         self,

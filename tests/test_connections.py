@@ -1,7 +1,7 @@
 """A pooled connection that is reset while it waits in the pool: the next request still gets its answer
 (the write fails as a ConnectionError, which the retry answers on a new connection), never a 500, on the
 plain asyncio loop the tests use and on uvloop, which `serve` runs; on one Redis, through a Sentinel and
-on a cluster."""
+on a cluster. And a pipeline of no commands, which writes nothing, so the client still closes."""
 
 import asyncio
 import contextlib
@@ -21,7 +21,8 @@ from redis.asyncio.connection import AbstractConnection
 from sprockets_cache.http.app import create_app
 from sprockets_cache.ops.embedded import HOST, EmbeddedRedis, find_redis_server, free_port
 from sprockets_cache.settings import Settings
-from sprockets_cache.store.connections import Client, connect_with
+from sprockets_cache.store.commands import pipelined
+from sprockets_cache.store.connections import Client, connect, connect_with
 from tests.conftest import PATIENT_S, lifespan
 from tests.sentinel import MASTER_NAME
 
@@ -214,5 +215,26 @@ def test_a_request_through_a_sentinel_after_its_pooled_connections_were_reset_ge
                     await _requests_after_resets(settings, [proxy], client)
                 finally:
                     await client.aclose()
+
+    _run(loop, scenario)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_pipeline_of_no_commands_takes_no_connection_and_the_client_closes(
+    loop: str, redis_server: EmbeddedRedis
+) -> None:
+    """As a listing whose every factory the read cache holds asks. It used to write no bytes on a pooled
+    connection: on the asyncio loop from Python 3.12 on, that write stayed in the transport's buffer, and
+    aclose() waited for it to drain until the connect timeout, then failed."""
+
+    async def scenario() -> None:
+        client = connect(redis_server.url, timeout_s=PATIENT_S)
+        try:
+            assert await pipelined(client, []) == []
+            assert not _pooled(client)
+            await client.ping()
+            assert await pipelined(client, []) == []
+        finally:
+            await client.aclose()
 
     _run(loop, scenario)

@@ -164,7 +164,11 @@ async def _send_transaction(connection: redis.Connection, commands: Sequence[tup
 async def pipelined(client: Client, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     """The replies of read commands, errors among them as exceptions, in one round trip on one Redis (as
     transaction(), without MULTI; a dropped connection sends them all again); on a cluster, concurrent
-    calls, each routed by its key."""
+    calls, each routed by its key. No commands, no call: on the plain asyncio loop from Python 3.12 on, a
+    write of no bytes stays in the transport's buffer (CPython gh-155888), so the loop runs its write callback
+    at every turn and closing the connection waits for a drain that never comes."""
+    if not commands:
+        return []
     if isinstance(client, RedisCluster):
         return list(await asyncio.gather(*(client.execute_command(*c) for c in commands), return_exceptions=True))
     pool = client.connection_pool

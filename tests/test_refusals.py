@@ -140,6 +140,23 @@ async def test_refused_writes_are_clear_answers_that_write_nothing_while_reads_g
             assert (await api.post("/api/v1/factories/1/chart_data", json=CHART_DATA)).status_code == 200
 
 
+async def test_a_write_that_waits_for_replicas_on_a_demoted_master_is_refused_as_read_only(tmp_path: Path) -> None:
+    """The WAIT sent behind the write gets an error of its own from a replica: it must not hide READONLY."""
+    with EmbeddedRedis(tmp_path, appendfsync="always") as server:
+        settings = Settings(redis_url=server.url, redis_wait_replicas=1, redis_timeout_s=3.0)
+        async with lifespan(create_app(settings)) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
+                with redis.Redis.from_url(server.url) as operator:
+                    operator.replicaof("127.0.0.1", 1)
+                    try:
+                        response = await api.post("/api/v1/sprockets", json=SPROCKET)
+                    finally:
+                        operator.replicaof("NO", "ONE")
+    assert response.status_code == 503, response.text
+    assert "read-only replica" in response.json()["detail"]
+
+
 @pytest.mark.parametrize("topology", ["redis-server", "redis-cluster"])
 async def test_a_write_no_replica_confirms_is_a_503_that_a_retry_with_the_same_key_settles(
     tmp_path: Path, request: pytest.FixtureRequest, topology: str

@@ -123,10 +123,10 @@ async def create_factory(request: Request) -> Response:
     factory = validate(FactoryIn, body)
     points = _points(factory.chart_data)
 
-    async def create(wait: bool) -> Response:
+    async def create(idempotency: str | None) -> Response:
         factory_id = await store(request).new_factory_ids()
         name = factory.name or f"Factory {factory_id}"
-        version = await store(request).create_factory(factory_id, name, buckets(points), wait)
+        version = await store(request).create_factory(factory_id, name, buckets(points), idempotency)
         request.state.metrics.points_written.inc(len(points.time))
         body = {"id": factory_id, "name": name, "resolution_s": 1, "chart_data": points.as_chart_data()}
         return versioned_response(request, body, version, status=201, location=f"/api/v1/factories/{factory_id}")

@@ -46,8 +46,8 @@ async def create_sprocket(request: Request) -> Response:
     body = await read_json(request, settings(request).max_body_bytes)
     sprocket = validate(SprocketIn, body)
 
-    async def create(wait: bool) -> Response:
-        created = await store(request).create_sprocket(fields(sprocket), wait)
+    async def create(idempotency: str | None) -> Response:
+        created = await store(request).create_sprocket(fields(sprocket), idempotency)
         body = orjson.Fragment(created.json)
         return versioned_response(request, body, created.version, status=201, location=_location(created.id))
 

@@ -30,6 +30,7 @@ class FactoryStore:
     redis: Any
     wait_replicas: int
     wait_ms: int
+    tags_creates: bool
     retention_s: int
     downsample_s: int
 
@@ -49,17 +50,22 @@ class FactoryStore:
         """Reserve `count` consecutive ids; returns the first."""
         return int(await self.redis.incrby(keys.FACTORY_NEXT_ID, count)) - count + 1
 
-    async def create_factory(self, factory_id: int, name: str, buckets: Buckets, wait: bool = True) -> int:
-        """Write a factory with its points under a reserved id. Returns its version. `wait`: as create_sprocket.
+    async def create_factory(self, factory_id: int, name: str, buckets: Buckets, idempotency: str | None = None) -> int:
+        """Write a factory with its points under a reserved id. Returns its version. `idempotency`: as
+        create_sprocket's (the factory's hash keeps the key's tag where creates are tagged).
 
         The index and the factory live in different hash slots, so this is two steps: the id is
         listed first, and lists skip ids whose factory is not written (yet, or ever, after a crash).
         """
+        wait = idempotency is None
+        created: dict[str, Any] = {"name": name, "version": 0, "created_at": now()}
+        if idempotency and self.tags_creates:
+            created[keys.CREATED_WITH] = keys.idempotency_tag(idempotency)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(keys.SCHEMA, keys.SCHEMA_VERSION, nx=True)  # points in this format are on their way
             pipe.zadd(keys.FACTORY_INDEX, {str(factory_id): factory_id})
             await pipe.execute()
-        return await self._write(factory_id, buckets, {"name": name, "version": 0, "created_at": now()}, wait)
+        return await self._write(factory_id, buckets, created, wait)
 
     async def write_points(self, factory_id: int, buckets: Buckets) -> int:
         """Upsert points by bucket (see points.buckets) into an existing factory. Returns its new version."""

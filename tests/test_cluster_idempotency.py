@@ -167,6 +167,20 @@ async def test_a_replay_after_a_sprocket_is_deleted_still_replays_the_create(
     assert (await api.get(created.headers["location"])).status_code == 404
 
 
+async def test_a_factory_create_without_a_key_waits_for_a_replica_of_the_factories_index_master(
+    cluster: list[EmbeddedRedis], api: httpx.AsyncClient
+) -> None:
+    """The factory's WAIT counts its own master's replicas; its id and index entry are on {factories}'s."""
+    index_master = _master_of(cluster, keys.FACTORY_INDEX)
+    with redis.RedisCluster(host="127.0.0.1", port=cluster[0].port, socket_timeout=PATIENT_S) as client:
+        # Take ids until the next one lives on another master than the index.
+        while _master_of(cluster, keys.key_for_factory(int(client.get(keys.FACTORY_NEXT_ID) or 0) + 1)) is index_master:
+            client.incr(keys.FACTORY_NEXT_ID)
+    with _paused(_replica_of(cluster, index_master)):
+        created = await api.post("/api/v1/factories", json={"name": "index unconfirmed"})
+        assert created.status_code == 503, f"acknowledged with the factory's id listed on no replica: {created.text}"
+
+
 async def test_a_replay_of_a_create_that_a_failover_threw_away_creates_it_again(tmp_path: Path) -> None:
     """The create reaches the sprockets' master but not its replica; the master dies and the replica, promoted
     without it, gives its id to another create. A retry with the key must not replay the first response

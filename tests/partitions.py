@@ -53,17 +53,16 @@ from typing import Any
 import httpx
 import redis
 
+# tests/sentinel.py: this file runs as a script (python tests/partitions.py), with tests/ first on sys.path.
+from sentinel import MASTER_NAME, local_sentinels
+
 from sprockets_cache.ops.cli import main as sprockets_cache_main
-from sprockets_cache.ops.embedded import EmbeddedRedis, find_redis_server, free_port
+from sprockets_cache.ops.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAIN = "SC-PARTITIONS"
 # Addresses of our own on loopback, away from 127.0.0.x, which other tests on the machine may use.
 NET = "127.42.0."
-MASTER_NAME = "sprockets"
-# As tests/sentinel.py: a master silent for 2 s is down; a failed election is retried after twice 5 s.
-DOWN_AFTER_MS = 2000
-FAILOVER_TIMEOUT_MS = 5000
 CLUSTER_NODE_TIMEOUT_MS = 2000
 MIN_REPLICAS_MAX_LAG_S = 2
 LOAD_BEFORE_S = 3.0
@@ -181,11 +180,16 @@ def heal_partition() -> None:
 # --- processes --------------------------------------------------------------------------------------------
 
 
+def min_replicas(setup: Setup) -> list[str]:
+    """A server's arguments for the setup's min-replicas-to-write, if any."""
+    if not setup.min_replicas:
+        return []
+    return ["--min-replicas-to-write", "1", "--min-replicas-max-lag", str(MIN_REPLICAS_MAX_LAG_S)]
+
+
 def redis_server(directory: Path, host: str, extra: list[str], setup: Setup, port: int = 0) -> EmbeddedRedis:
     """An EmbeddedRedis on `host`, whose own connections (to its master, to cluster peers) leave from `host`."""
-    args = ["--bind-source-addr", host, "--protected-mode", "no", *extra]
-    if setup.min_replicas:
-        args += ["--min-replicas-to-write", "1", "--min-replicas-max-lag", str(MIN_REPLICAS_MAX_LAG_S)]
+    args = ["--bind-source-addr", host, "--protected-mode", "no", *extra, *min_replicas(setup)]
     return EmbeddedRedis(directory, port=port, appendfsync="always", extra_args=args, host=host)
 
 
@@ -233,55 +237,16 @@ class Deployment:
 
 
 def start_sentinels(stack: contextlib.ExitStack, setup: Setup, base: Path) -> Deployment:
-    """A master at .11, replicas at .12 and .13, Sentinels at .31 to .33, configured like tests/sentinel.py."""
-    master = stack.enter_context(redis_server(base / "master", address(11), [], setup))
-    of_master = ["--replicaof", master.host, str(master.port)]
-    replicas = [
-        stack.enter_context(redis_server(base / f"replica{n}", address(12 + n), of_master, setup))
-        for n in range(setup.replicas)
-    ]
-    sentinels = []
-    for n in range(3):
-        host = address(31 + n)
-        port = free_port(host)
-        directory = base / f"sentinel{n}"
-        directory.mkdir()
-        config = directory / "sentinel.conf"  # Sentinel rewrites it: one file each
-        config.write_text(
-            f"port {port}\nbind {host}\nbind-source-addr {host}\nprotected-mode no\ndir {directory}\n"
-            f"logfile {directory / 'sentinel.log'}\n"
-            f"sentinel monitor {MASTER_NAME} {master.host} {master.port} 2\n"
-            f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
-            f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n"
-        )
-        process = subprocess.Popen(
-            [find_redis_server(), str(config), "--sentinel"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        stack.callback(end_process, process)
-        sentinels.append((host, port))
-
-    def watching() -> bool:
-        for replica in replicas:
-            with client(replica.host, replica.port) as r:
-                if r.info("replication")["master_link_status"] != "up":
-                    return False
-        for host, port in sentinels:
-            with client(host, port) as s:
-                state = s.sentinel_master(MASTER_NAME)
-            if state["num-slaves"] < len(replicas) or state["num-other-sentinels"] < 2:
-                return False
-        return True
-
-    until("the Sentinels watching the master and its replicas", watching)
+    """A master at .11, replicas at .12 and .13, Sentinels at .31 to .33: tests/sentinel.py's deployment."""
+    hosts = [address(11), *(address(12 + n) for n in range(setup.replicas)), *(address(31 + n) for n in range(3))]
+    local = stack.enter_context(local_sentinels(base, setup.replicas, hosts=hosts, server_args=min_replicas(setup)))
+    sentinels = list(zip(hosts[1 + setup.replicas :], local.sentinels, strict=True))
     env = {
         "REDIS_URL": "redis://unused.invalid:1/0",
         "REDIS_SENTINELS": ",".join(f"{host}:{port}" for host, port in sentinels),
         "REDIS_SENTINEL_MASTER": MASTER_NAME,
     }
-    return Deployment(setup, master, replicas, [], sentinels, api_env=env)
+    return Deployment(setup, local.master, local.replicas, [], sentinels, api_env=env)
 
 
 def start_cluster(stack: contextlib.ExitStack, setup: Setup, base: Path) -> Deployment:

@@ -111,9 +111,9 @@ compose-check: $(DEV_STAMP)
 	$(BIN)/python tests/compose_check.py
 
 # Faults under a write load, on real processes (Jepsen-style; needs root and iptables): each nemesis once on the
-# recommended Sentinel setup (2 replicas, REDIS_WAIT_REPLICAS=1) and the cluster's, with the gates of
-# docs/durability.md (no acknowledged write lost or duplicated; writes back within 3 s of the promotion and of the
-# heal); about 5 minutes. `python tests/partitions.py --help` for other setups, nemeses and runs.
+# recommended Sentinel setup (2 replicas, REDIS_WAIT_REPLICAS=1) and the cluster's (2 replicas each, the same WAIT),
+# with the gates of docs/durability.md (no acknowledged write lost or duplicated; writes back within 3 s of the
+# promotion and of the heal); about 5 minutes. `python tests/partitions.py --help` for other setups, nemeses and runs.
 # Not part of `make test`.
 partitions: $(DEV_STAMP)
 	$(BIN)/python tests/partitions.py --ci

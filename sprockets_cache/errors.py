@@ -56,3 +56,9 @@ class NotReplicated(Exception):
     def __init__(self, confirmed: int, required: int) -> None:
         super().__init__(confirmed, required)
         self.confirmed, self.required = confirmed, required
+
+
+class CreateLost(Exception):
+    """A create with an Idempotency-Key is not on the master that now serves its hash slot, whose replicas
+    confirmed that they have all it has: a failover threw the create away before a replica had it. Nothing
+    was created, and the key is free again."""

@@ -2,7 +2,7 @@
 no acknowledged write is lost or duplicated.
 
 Each run starts its own deployment: a Sentinel-managed master with 1 or 2 replicas and 3 Sentinels, or a
-Redis Cluster of 3 masters with a replica each; every Redis process listens on a loopback address of its own
+Redis Cluster of 3 masters with 1 or 2 replicas each; every Redis process listens on a loopback address of its own
 (127.42.0.x: `bind` and `bind-source-addr`), so that iptables rules on `lo` between address pairs cut any
 group of them off from any other. Two API processes (`python -m sprockets_cache serve`) listen on addresses of
 their own, and their connections to Redis and the Sentinels leave from those addresses too (see serve_api).
@@ -16,9 +16,10 @@ absent or holding another write's teeth), duplicated ones (one write's teeth sto
 (never acknowledged: they may or may not have happened), acknowledgements per phase, and how long after the
 promotion and after the heal the first write that was kept got acknowledged.
 
-Prints one line a run, then a Markdown table. The gates (--ci, and any run of the recommended setup: Sentinel,
-2 replicas, REDIS_WAIT_REPLICAS=1), in nemeses 1, 3, 4 and 5: no acknowledged write lost or duplicated, a write
-acknowledged within 3 s of the promotion and within 3 s of the heal; exits 1 naming each gate that failed.
+Prints one line a run, then a Markdown table. The gates (--ci, and any run of a recommended setup: Sentinel, 2
+replicas, REDIS_WAIT_REPLICAS=1, in nemeses 1, 3, 4 and 5; the cluster, 2 replicas each, REDIS_WAIT_REPLICAS=1,
+in nemeses c1 and c2): no acknowledged write lost or duplicated, a write acknowledged within 3 s of the promotion
+and within 3 s of the heal; exits 1 naming each gate that failed.
 Nemesis 2 is not gated: its minority holds the old master and a replica that confirm writes the majority never
 sees, and its majority a new master with no replica to confirm any (WAIT is not consensus). Lost or duplicated
 writes in any other run are printed as notes.
@@ -53,17 +54,16 @@ from typing import Any
 import httpx
 import redis
 
+# tests/sentinel.py: this file runs as a script (python tests/partitions.py), with tests/ first on sys.path.
+from sentinel import MASTER_NAME, local_sentinels
+
 from sprockets_cache.ops.cli import main as sprockets_cache_main
-from sprockets_cache.ops.embedded import EmbeddedRedis, find_redis_server, free_port
+from sprockets_cache.ops.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAIN = "SC-PARTITIONS"
 # Addresses of our own on loopback, away from 127.0.0.x, which other tests on the machine may use.
 NET = "127.42.0."
-MASTER_NAME = "sprockets"
-# As tests/sentinel.py: a master silent for 2 s is down; a failed election is retried after twice 5 s.
-DOWN_AFTER_MS = 2000
-FAILOVER_TIMEOUT_MS = 5000
 CLUSTER_NODE_TIMEOUT_MS = 2000
 MIN_REPLICAS_MAX_LAG_S = 2
 LOAD_BEFORE_S = 3.0
@@ -124,7 +124,9 @@ class Setup:
 SENTINEL_SETUPS = [Setup(False, r, w, m) for r in (2, 1) for w in (1, 0) for m in (False, True)]
 CLUSTER_SETUPS = [Setup(True, r, w) for r in (1, 2) for w in (1, 0)]
 RECOMMENDED = Setup(False, 2, 1)
-CLUSTER_RECOMMENDED = Setup(True, 1, 1)
+# With 1 replica each and WAIT 1, a promoted replica has no replica of its own to confirm a write until the old
+# master rejoins as one, after the heal: N + 1 replicas for WAIT N.
+CLUSTER_RECOMMENDED = Setup(True, 2, 1)
 SETUPS = {setup.name: setup for setup in SENTINEL_SETUPS + CLUSTER_SETUPS}
 NEMESES = {
     "1": "master cut off from replicas and Sentinels",
@@ -137,8 +139,8 @@ NEMESES = {
 }
 SENTINEL_NEMESES = ["1", "2", "3", "4", "5"]
 CLUSTER_NEMESES = ["c1", "c2"]
-# The nemeses gated on the recommended setup (see the module's docstring for nemesis 2).
-GATED = {"1", "3", "4", "5"}
+# The nemeses gated on each recommended setup (see the module's docstring for nemesis 2).
+GATED = {RECOMMENDED.name: {"1", "3", "4", "5"}, CLUSTER_RECOMMENDED.name: {"c1", "c2"}}
 # Two runs at once would share addresses and the chain: the second waits for this lock.
 LOCK = Path(tempfile.gettempdir()) / "sc-partitions.lock"
 
@@ -181,11 +183,16 @@ def heal_partition() -> None:
 # --- processes --------------------------------------------------------------------------------------------
 
 
+def min_replicas(setup: Setup) -> list[str]:
+    """A server's arguments for the setup's min-replicas-to-write, if any."""
+    if not setup.min_replicas:
+        return []
+    return ["--min-replicas-to-write", "1", "--min-replicas-max-lag", str(MIN_REPLICAS_MAX_LAG_S)]
+
+
 def redis_server(directory: Path, host: str, extra: list[str], setup: Setup, port: int = 0) -> EmbeddedRedis:
     """An EmbeddedRedis on `host`, whose own connections (to its master, to cluster peers) leave from `host`."""
-    args = ["--bind-source-addr", host, "--protected-mode", "no", *extra]
-    if setup.min_replicas:
-        args += ["--min-replicas-to-write", "1", "--min-replicas-max-lag", str(MIN_REPLICAS_MAX_LAG_S)]
+    args = ["--bind-source-addr", host, "--protected-mode", "no", *extra, *min_replicas(setup)]
     return EmbeddedRedis(directory, port=port, appendfsync="always", extra_args=args, host=host)
 
 
@@ -233,55 +240,16 @@ class Deployment:
 
 
 def start_sentinels(stack: contextlib.ExitStack, setup: Setup, base: Path) -> Deployment:
-    """A master at .11, replicas at .12 and .13, Sentinels at .31 to .33, configured like tests/sentinel.py."""
-    master = stack.enter_context(redis_server(base / "master", address(11), [], setup))
-    of_master = ["--replicaof", master.host, str(master.port)]
-    replicas = [
-        stack.enter_context(redis_server(base / f"replica{n}", address(12 + n), of_master, setup))
-        for n in range(setup.replicas)
-    ]
-    sentinels = []
-    for n in range(3):
-        host = address(31 + n)
-        port = free_port(host)
-        directory = base / f"sentinel{n}"
-        directory.mkdir()
-        config = directory / "sentinel.conf"  # Sentinel rewrites it: one file each
-        config.write_text(
-            f"port {port}\nbind {host}\nbind-source-addr {host}\nprotected-mode no\ndir {directory}\n"
-            f"logfile {directory / 'sentinel.log'}\n"
-            f"sentinel monitor {MASTER_NAME} {master.host} {master.port} 2\n"
-            f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
-            f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n"
-        )
-        process = subprocess.Popen(
-            [find_redis_server(), str(config), "--sentinel"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        stack.callback(end_process, process)
-        sentinels.append((host, port))
-
-    def watching() -> bool:
-        for replica in replicas:
-            with client(replica.host, replica.port) as r:
-                if r.info("replication")["master_link_status"] != "up":
-                    return False
-        for host, port in sentinels:
-            with client(host, port) as s:
-                state = s.sentinel_master(MASTER_NAME)
-            if state["num-slaves"] < len(replicas) or state["num-other-sentinels"] < 2:
-                return False
-        return True
-
-    until("the Sentinels watching the master and its replicas", watching)
+    """A master at .11, replicas at .12 and .13, Sentinels at .31 to .33: tests/sentinel.py's deployment."""
+    hosts = [address(11), *(address(12 + n) for n in range(setup.replicas)), *(address(31 + n) for n in range(3))]
+    local = stack.enter_context(local_sentinels(base, setup.replicas, hosts=hosts, server_args=min_replicas(setup)))
+    sentinels = list(zip(hosts[1 + setup.replicas :], local.sentinels, strict=True))
     env = {
         "REDIS_URL": "redis://unused.invalid:1/0",
         "REDIS_SENTINELS": ",".join(f"{host}:{port}" for host, port in sentinels),
         "REDIS_SENTINEL_MASTER": MASTER_NAME,
     }
-    return Deployment(setup, master, replicas, [], sentinels, api_env=env)
+    return Deployment(setup, local.master, local.replicas, [], sentinels, api_env=env)
 
 
 def start_cluster(stack: contextlib.ExitStack, setup: Setup, base: Path) -> Deployment:
@@ -678,7 +646,7 @@ def run_once(setup: Setup, nemesis: str, keep: Path | None) -> Result:
 
 def gates(result: Result) -> list[str]:
     """What a run of the recommended setup failed, in words (nothing for other setups and nemeses)."""
-    if result.setup != RECOMMENDED.name or result.nemesis not in GATED:
+    if not is_gated(result):
         return []
     failed = []
     where = f"{result.setup}, nemesis {result.nemesis}"
@@ -689,6 +657,10 @@ def gates(result: Result) -> list[str]:
     if not _within(result.heal_to_write_s):
         failed.append(f"{where}: no write acknowledged within {BACK_WITHIN_S:.0f} s of the heal")
     return failed
+
+
+def is_gated(result: Result) -> bool:
+    return result.nemesis in GATED.get(result.setup, set())
 
 
 def _within(seconds: float | None) -> bool:
@@ -823,8 +795,7 @@ def main(argv: list[str]) -> int:
                     with args.out.open("a") as out:
                         out.write(json.dumps(asdict(result)) + "\n")
                 failed += gates(result)
-                gated = result.setup == RECOMMENDED.name and result.nemesis in GATED
-                if not gated and (result.lost or result.duplicated):
+                if not is_gated(result) and (result.lost or result.duplicated):
                     notes.append(
                         f"{result.setup}, nemesis {result.nemesis}: {result.lost} lost, {result.duplicated} duplicated"
                     )

@@ -1,13 +1,14 @@
-"""A local Sentinel deployment for the failover tests, set up as an operator would: a master, a replica
-of it, and three Sentinels (`redis-server FILE --sentinel`) that watch the master, all on free ports; with
-`own_hosts`, each on a loopback address of its own too, so that a test can cut one off from the others."""
+"""A local Sentinel deployment for the failover tests and tests/partitions.py, set up as an operator would: a
+master, a replica of it, and three Sentinels (`redis-server FILE --sentinel`) that watch the master, all on
+free ports; with `own_hosts` (or `hosts`), each on a loopback address of its own too, so that a test can cut
+one off from the others."""
 
 import contextlib
 import random
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,20 +97,29 @@ def _sentinel_config(directory: Path, port: int, host: str, master: str, passwor
 
 @contextlib.contextmanager
 def local_sentinels(
-    base_dir: Path, replicas: int = 1, password: str | None = None, own_hosts: bool = False
+    base_dir: Path,
+    replicas: int = 1,
+    password: str | None = None,
+    own_hosts: bool = False,
+    hosts: list[str] | None = None,
+    server_args: Sequence[str] = (),
 ) -> Iterator[Deployment]:
     """A master with `replicas`, watched by three Sentinels that require `password`, if given; with
-    `own_hosts`, each server and Sentinel talks to the others from an address of its own (Deployment.hosts)."""
-    hosts = _own_hosts(1 + replicas + SENTINELS) if own_hosts else [HOST] * (1 + replicas + SENTINELS)
+    `own_hosts`, each server and Sentinel talks to the others from an address of its own (Deployment.hosts),
+    picked at random, or else those of `hosts` (the master's, each replica's, each Sentinel's). The master
+    and replicas get `server_args` too."""
+    if hosts is None:
+        hosts = _own_hosts(1 + replicas + SENTINELS) if own_hosts else [HOST] * (1 + replicas + SENTINELS)
+
+    def server(name: str, host: str, args: list[str]) -> EmbeddedRedis:
+        extra_args = [*args, *_bind(host), *server_args]
+        return EmbeddedRedis(base_dir / name, appendfsync="always", extra_args=extra_args, host=host)
+
     with contextlib.ExitStack() as stack:
-        master = stack.enter_context(
-            EmbeddedRedis(base_dir / "master", appendfsync="always", extra_args=_bind(hosts[0]))
-        )
+        master = stack.enter_context(server("master", hosts[0], []))
         of_master = ["--replicaof", hosts[0], str(master.port)]
         copies = [
-            stack.enter_context(
-                EmbeddedRedis(base_dir / f"replica{n}", appendfsync="always", extra_args=[*of_master, *_bind(host)])
-            )
+            stack.enter_context(server(f"replica{n}", host, of_master))
             for n, host in enumerate(hosts[1 : 1 + replicas])
         ]
         ports = [_free_port() for _ in range(SENTINELS)]

@@ -138,11 +138,11 @@ async def create_factory(request: Request) -> Response:
     factory = validate(FactoryIn, body)
     points = _points(factory.chart_data)
 
-    async def create(wait: bool) -> Response:
+    async def create(idempotency: str | None) -> Response:
         factory_id = await store(request).new_factory_ids()
         name = factory.name or f"Factory {factory_id}"
         try:
-            version = await store(request).create_factory(factory_id, name, buckets(points), wait)
+            version = await store(request).create_factory(factory_id, name, buckets(points), idempotency)
         finally:
             read_cache(request).drop((FACTORY_LIST, factory_changed(factory_id)))
         request.state.metrics.points_written.inc(len(points.time))

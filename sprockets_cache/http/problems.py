@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from sprockets_cache.errors import (
     BeforeRawWindow,
+    CreateLost,
     IdempotencyInProgress,
     IdempotencyKeyReused,
     NotFound,
@@ -151,6 +152,15 @@ async def _not_replicated(request: Request, exc: Exception) -> Response:
     return problem_response(503, detail, headers=_retry_after())
 
 
+async def _create_lost(request: Request, exc: Exception) -> Response:
+    request.state.metrics.unreplicated_writes.inc()
+    detail = (
+        "Nothing was created: a failover threw the create away before any replica had it. Repeating the "
+        "request creates it (the Idempotency-Key is free again)."
+    )
+    return problem_response(503, detail, headers=_retry_after())
+
+
 async def _server_error(request: Request, exc: Exception) -> Response:
     return problem_response(500, "The server failed to handle this request.")
 
@@ -173,6 +183,7 @@ def exception_handlers(unavailable: tuple[type[Exception], ...]) -> dict[Any, An
         SubscribersFull: _subscribers_full,
         WriteRefused: _write_refused,
         NotReplicated: _not_replicated,
+        CreateLost: _create_lost,
         Exception: _server_error,
     }
     handlers.update({error: _unavailable for error in unavailable})

@@ -71,9 +71,9 @@ async def create_sprocket(request: Request) -> Response:
     body = await read_json(request, settings(request).max_body_bytes)
     sprocket = validate(SprocketIn, body)
 
-    async def create(wait: bool) -> Response:
+    async def create(idempotency: str | None) -> Response:
         try:
-            created = await store(request).create_sprocket(fields(sprocket), wait)
+            created = await store(request).create_sprocket(fields(sprocket), idempotency)
         finally:
             read_cache(request).drop((SPROCKET_LIST,))
         body = orjson.Fragment(created.json)

@@ -273,16 +273,16 @@ def versioned_response(
 
 
 async def idempotent(
-    request: Request, scope: str, body: Any, create: Callable[[bool], Awaitable[Response]]
+    request: Request, scope: str, body: Any, create: Callable[[str | None], Awaitable[Response]]
 ) -> Response:
     """Run `create` once per Idempotency-Key: a retry with the same body gets the first response again.
 
-    `create(wait)`: whether its write waits for replicas itself; with a key, saving the response does.
-    Were the create to wait and fail to, no record would say what it created, and a retry would
-    create it again."""
+    `create(idempotency)`: None without a key, and then its write waits for replicas itself; else the
+    key's digest, and saving the response waits for replicas instead. Were the create to wait and fail
+    to, no record would say what it created, and a retry would create it again."""
     key = header(request, b"idempotency-key")
     if key is None:
-        return await create(True)
+        return await create(None)
     if not _IDEMPOTENCY_KEY.fullmatch(key):
         raise Problem(400, "Idempotency-Key must be 1 to 255 visible ASCII characters (spaces only inside).")
     key_digest = idempotency_digest(request.headers.get("authorization", ""), key)
@@ -295,10 +295,11 @@ async def idempotent(
     if held is not None:
         kept = orjson.loads(held)
         replay = _replay(kept, body_digest)
-        await store(request).confirm_idempotency(scope, key_digest, held, _created_id(kept["headers"]))
+        created = _created_id(kept["headers"])
+        await store(request).confirm_idempotency(scope, key_digest, held, created, kept.get("tagged", False))
         return replay
     try:
-        response = await create(False)
+        response = await create(key_digest)
     except BaseException:
         # Best effort: if Redis is away the claim expires by itself.
         with contextlib.suppress(Exception):
@@ -312,6 +313,8 @@ async def idempotent(
         "response": bytes(response.body).decode(),
     }
     created = _created_id(headers)
+    if created is not None and store(request).tags_creates:
+        record["tagged"] = True  # what it created keeps the key's tag: a replay looks for it
     await store(request).save_idempotency(scope, key_digest, orjson.dumps(record), IDEMPOTENCY_TTL_S, created)
     return response
 

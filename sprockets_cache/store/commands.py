@@ -15,6 +15,7 @@ from redis.exceptions import (
     ClusterDownError,
     MovedError,
     ReadOnlyError,
+    RedisClusterException,
     SlotNotCoveredError,
     TryAgainError,
 )
@@ -107,7 +108,8 @@ async def _send_and_wait_on_cluster(
         finally:
             node.release(connection)
     except _LAYOUT_CHANGED:
-        with contextlib.suppress(redis.RedisError):
+        # RedisClusterException: no node answered; the call's own error says more (and maps to a 503).
+        with contextlib.suppress(redis.RedisError, RedisClusterException):
             await client.nodes_manager.initialize()
         raise
 
@@ -120,7 +122,10 @@ async def _send_and_wait(
     try:
         reply = await connection.read_response()
     except redis.ResponseError:
-        await connection.read_response()  # WAIT's reply, so the connection stays in step
+        # WAIT's reply, so the connection stays in step: on a replica (a demoted master) an error of its own,
+        # which must not hide the write's (READONLY, MOVED).
+        with contextlib.suppress(redis.ResponseError):
+            await connection.read_response()
         raise
     return reply, await connection.read_response()
 

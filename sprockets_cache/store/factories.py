@@ -9,6 +9,8 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+from redis.asyncio.cluster import RedisCluster
+
 from sprockets_cache.clock import now
 from sprockets_cache.errors import BeforeRawWindow, NotFound, TooManyPoints
 from sprockets_cache.store import keys, ranges
@@ -30,6 +32,7 @@ class FactoryStore:
     redis: Any
     wait_replicas: int
     wait_ms: int
+    tags_creates: bool
     retention_s: int
     downsample_s: int
 
@@ -49,17 +52,33 @@ class FactoryStore:
         """Reserve `count` consecutive ids; returns the first."""
         return int(await self.redis.incrby(keys.FACTORY_NEXT_ID, count)) - count + 1
 
-    async def create_factory(self, factory_id: int, name: str, buckets: Buckets, wait: bool = True) -> int:
-        """Write a factory with its points under a reserved id. Returns its version. `wait`: as create_sprocket.
+    @functools.cached_property
+    def _list_factory(self) -> Script:
+        return Script(self.redis, "factory_list", self.wait_replicas, self.wait_ms)
+
+    async def create_factory(self, factory_id: int, name: str, buckets: Buckets, idempotency: str | None = None) -> int:
+        """Write a factory with its points under a reserved id. Returns its version. `idempotency`: as
+        create_sprocket's (the factory's hash keeps the key's tag where creates are tagged).
 
         The index and the factory live in different hash slots, so this is two steps: the id is
         listed first, and lists skip ids whose factory is not written (yet, or ever, after a crash).
         """
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(keys.SCHEMA, keys.SCHEMA_VERSION, nx=True)  # points in this format are on their way
-            pipe.zadd(keys.FACTORY_INDEX, {str(factory_id): factory_id})
-            await pipe.execute()
-        return await self._write(factory_id, buckets, {"name": name, "version": 0, "created_at": now()}, wait)
+        wait = idempotency is None
+        created: dict[str, Any] = {"name": name, "version": 0, "created_at": now()}
+        if idempotency and self.tags_creates:
+            created[keys.CREATED_WITH] = keys.idempotency_tag(idempotency)
+        if isinstance(self.redis, RedisCluster):
+            # {factories} is often on another master than the factory, so the factory's WAIT does not count
+            # it: the listing waits for that master's replicas itself (when the create waits at all), and
+            # keeps that master from handing the id out again should a failover have lost its INCR.
+            await self.redis.set(keys.SCHEMA, keys.SCHEMA_VERSION, nx=True)
+            await self._list_factory(keys=[keys.FACTORY_INDEX, keys.FACTORY_NEXT_ID], args=[factory_id], wait=wait)
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(keys.SCHEMA, keys.SCHEMA_VERSION, nx=True)  # points in this format are on their way
+                pipe.zadd(keys.FACTORY_INDEX, {str(factory_id): factory_id})
+                await pipe.execute()
+        return await self._write(factory_id, buckets, created, wait)
 
     async def write_points(self, factory_id: int, buckets: Buckets) -> int:
         """Upsert points by bucket (see points.buckets) into an existing factory. Returns its new version."""

@@ -113,12 +113,28 @@ def key_for_idempotency(scope: str, digest: str) -> str:
 
 def created_markers(kind: str, created_id: int) -> tuple[str, str] | tuple[str]:
     """A key in each hash slot that a create of `kind` ("sprockets", "factories") with this id writes:
-    a write to it, and a WAIT after it, wait for replicas of the master that took the create (see
-    Store.save_idempotency). A factory's create also takes its id, and lists it, in `{factories}`. The
-    keys hold nothing of use and expire."""
+    written by the look for what it created on that slot's master (lua/created_check.lua), so that a
+    WAIT after it counts that master's replicas (see Store.save_idempotency). A factory's create also
+    takes its id, and lists it, in `{factories}`. The keys hold nothing of use and expire."""
     if kind == "sprockets":
         return (f"{PREFIX}{SPROCKET_TAG}:replicated",)
     return (f"{PREFIX}{{factory:{created_id}}}:replicated", f"{PREFIX}{FACTORY_TAG}:replicated")
+
+
+# The field of a sprocket's or factory's hash that holds the tag of the Idempotency-Key it was created
+# with (on a cluster with REDIS_WAIT_REPLICAS only): what tells it from another create given its id.
+CREATED_WITH = "idempotency"
+
+
+def idempotency_tag(digest: str) -> str:
+    """What CREATED_WITH holds of an Idempotency-Key's digest (web.idempotency_digest): 64 bits of it."""
+    return digest[:16]
+
+
+def key_for_deleted_sprocket(sprocket_id: int) -> str:
+    """The tag a deleted sprocket was created with (CREATED_WITH), kept as long as its key's record: a
+    replay of its create still finds it. Written only where creates are tagged."""
+    return f"{PREFIX}{SPROCKET_TAG}:deleted:{sprocket_id}"
 
 
 def key_for_rate_limit(client: str) -> str:

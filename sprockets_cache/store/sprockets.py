@@ -17,6 +17,9 @@ from sprockets_cache.store.records import Sprocket
 from sprockets_cache.store.scripts import Script, flat
 
 SPROCKET_FIELDS = ("teeth", "pitch_diameter", "outside_diameter", "pitch")
+# How long a deleted sprocket's tombstone lives: at least as long as the record of the Idempotency-Key it
+# was created with (web.IDEMPOTENCY_TTL_S), so that a replay of its create finds it.
+TOMBSTONE_TTL_S = 24 * 3600
 
 
 def _versions(accepted: list[int] | None) -> str:
@@ -47,6 +50,7 @@ class SprocketStore:
     redis: Any
     wait_replicas: int
     wait_ms: int
+    tags_creates: bool
 
     @functools.cached_property
     def _create_sprocket(self) -> Script:
@@ -60,16 +64,19 @@ class SprocketStore:
     def _delete_sprocket(self) -> Script:
         return Script(self.redis, "sprocket_delete", self.wait_replicas, self.wait_ms)
 
-    async def create_sprocket(self, fields: Mapping[str, Any], wait: bool = True) -> Sprocket:
-        """`wait`=False: do not wait for replicas (see Store), when a later write of the request will."""
+    async def create_sprocket(self, fields: Mapping[str, Any], idempotency: str | None = None) -> Sprocket:
+        """With `idempotency` (the digest of the request's Idempotency-Key) the create does not wait for
+        replicas: saving the key's record does (Store.save_idempotency). Where creates are tagged
+        (Store.tags_creates), the sprocket's hash keeps the key's tag."""
         stamp = now()
         values = {**fields, "created_at": stamp, "updated_at": stamp}
         # The script puts the new id in front of the rest of the JSON: `{"id":<id>,` + tail.
         tail = orjson.dumps(values)[1:]
+        tagged = (keys.CREATED_WITH, keys.idempotency_tag(idempotency)) if idempotency and self.tags_creates else ()
         sprocket_id = await self._create_sprocket(
             keys=[keys.SPROCKET_NEXT_ID, keys.SPROCKET_INDEX],
-            args=[keys.sprocket_prefix(), tail, *flat(values)],
-            wait=wait,
+            args=[keys.sprocket_prefix(), tail, *flat(values), *tagged],
+            wait=idempotency is None,
         )
         return Sprocket(sprocket_id, b'{"id":%d,' % sprocket_id + tail, 1)
 
@@ -121,8 +128,11 @@ class SprocketStore:
         return Sprocket(sprocket_id, json, int(version))
 
     async def delete_sprocket(self, sprocket_id: int, accepted: list[int] | None) -> None:
+        """Where creates are tagged, a tombstone keeps the tag for as long as its key's record lives."""
+        tombstone = [keys.key_for_deleted_sprocket(sprocket_id)] if self.tags_creates else []
         reply = await self._delete_sprocket(
-            keys=[keys.key_for_sprocket(sprocket_id), keys.SPROCKET_INDEX], args=[_versions(accepted), sprocket_id]
+            keys=[keys.key_for_sprocket(sprocket_id), keys.SPROCKET_INDEX, *tombstone],
+            args=[_versions(accepted), sprocket_id, *([TOMBSTONE_TTL_S] if tombstone else [])],
         )
         if reply == 0:
             raise NotFound(sprocket_id)

@@ -6,6 +6,7 @@ hash slot, so it is atomic on a single Redis and on a cluster alike. Its
 sprockets are in sprockets.py and its factories in factories.py.
 """
 
+import asyncio
 import contextlib
 import functools
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from typing import Any
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 
+from sprockets_cache.errors import CreateLost
 from sprockets_cache.store import keys, streams
 from sprockets_cache.store.commands import command, execute_and_wait
 from sprockets_cache.store.connections import Client
@@ -47,6 +49,10 @@ class Store(SprocketStore, FactoryStore):
         # The client event subscribers read with (connect_subscribers); `client` when none is given.
         self.subscribers: Any = subscribers or client
         self.wait_replicas, self.wait_ms = wait_replicas, wait_ms
+        # On a cluster with replicas required, what a create with an Idempotency-Key makes keeps the key's
+        # tag (keys.CREATED_WITH): so that confirming the create (_confirm_created) can tell it from another
+        # create given the same id by a master that a failover rolled back.
+        self.tags_creates = bool(wait_replicas) and isinstance(client, RedisCluster)
         self._claim = Script(client, "idempotency_claim")
         self._rate_limit = Script(client, "rate_limit")
 
@@ -100,37 +106,70 @@ class Store(SprocketStore, FactoryStore):
         self, scope: str, digest: str, record: bytes, ttl_s: int, created: int | None = None
     ) -> None:
         """The last write of a create with an Idempotency-Key: it waits for replicas for the create too.
-        `scope` is the kind of what it created ("sprockets", "factories"), `created` its id."""
+        `scope` is the kind of what it created ("sprockets", "factories"), `created` its id. CreateLost
+        (and the key freed) when a cluster's failover threw the create away."""
         key = keys.key_for_idempotency(scope, digest)
         if self.wait_replicas:
             await execute_and_wait(self.redis, key, self.wait_replicas, self.wait_ms, "SET", key, record, "EX", ttl_s)
-            await self._wait_for_created(key, scope, created)
+            await self._confirm_created(key, record, scope, digest, created, self.tags_creates)
         else:
             await self.redis.set(key, record, ex=ttl_s)
 
-    async def confirm_idempotency(self, scope: str, digest: str, record: bytes, created: int | None = None) -> None:
+    async def confirm_idempotency(
+        self, scope: str, digest: str, record: bytes, created: int | None = None, tagged: bool = False
+    ) -> None:
         """Before a replay, when writes wait for replicas: the record written again as it is (value and
         expiry), to wait until replicas have it and what it created, since the first answer may have
-        been that they did not."""
+        been that they did not. `tagged`: the record says its create was tagged (tags_creates)."""
         if self.wait_replicas:
             key = keys.key_for_idempotency(scope, digest)
             wait = (self.wait_replicas, self.wait_ms)
             await execute_and_wait(self.redis, key, *wait, "SET", key, record, "KEEPTTL", "XX")
-            await self._wait_for_created(key, scope, created)
+            await self._confirm_created(key, record, scope, digest, created, tagged)
 
-    async def _wait_for_created(self, record_key: str, kind: str, created: int | None) -> None:
+    async def _confirm_created(
+        self, record_key: str, record: bytes, kind: str, digest: str, created: int | None, tagged: bool
+    ) -> None:
         """On one master, the WAIT after the record counted everything before it, the create included. On a
-        cluster it counted the record's master only: on each other master the create wrote to, a write and
-        a WAIT after it on the same connection, which counts that master's earlier writes, the create's."""
-        cluster = self.redis
-        if created is None or not isinstance(cluster, RedisCluster):
+        cluster it counted the record's master only, and the create may have gone to a master that a
+        failover has since replaced: in each hash slot the create wrote, the master that serves the slot
+        now looks for the create (its tag, or its id in the index), writes a marker, and a WAIT after it
+        on the same connection counts that master's replicas. Only where the create is, and enough
+        replicas have everything the master has, is it confirmed (NotReplicated when too few confirm).
+        Where the master lacks it and its replicas confirm, the create was lost: the record is deleted,
+        so that a retry creates it again, and CreateLost."""
+        if created is None or not isinstance(self.redis, RedisCluster):
             return
-        waited = {_master(cluster, record_key)}
-        for marker in keys.created_markers(kind, created):
-            if _master(cluster, marker) not in waited:
-                waited.add(_master(cluster, marker))
-                wait = (self.wait_replicas, self.wait_ms)
-                await execute_and_wait(cluster, marker, *wait, "SET", marker, 1, "EX", _MARKER_TTL_S)
+        markers: tuple[str, ...] = keys.created_markers(kind, created)
+        # A record of a create that was not tagged (made before creates were) has its master write the
+        # marker only, as then.
+        by_tag: tuple[str, Any] = ("tagged", keys.idempotency_tag(digest)) if tagged else ("", "")
+        looks: list[tuple[list[str], tuple[str, Any]]]
+        if kind == "sprockets":
+            looks = [([markers[0], keys.key_for_sprocket(created), keys.key_for_deleted_sprocket(created)], by_tag)]
+        else:
+            looks = [
+                ([markers[0], keys.key_for_factory(created)], by_tag),
+                ([markers[1], keys.FACTORY_INDEX], ("listed", created)),
+            ]
+        found = await asyncio.gather(
+            *(self._created_check(keys=where, args=[_MARKER_TTL_S, *how]) for where, how in looks),
+            return_exceptions=True,
+        )
+        if 0 in found:
+            await self._release_idempotency_record(keys=[record_key], args=[record])
+            raise CreateLost
+        for outcome in found:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    @functools.cached_property
+    def _created_check(self) -> Script:
+        return Script(self.redis, "created_check", self.wait_replicas, self.wait_ms)
+
+    @functools.cached_property
+    def _release_idempotency_record(self) -> Script:
+        return Script(self.redis, "idempotency_release")
 
     async def release_idempotency(self, scope: str, digest: str) -> None:
         await self.redis.delete(keys.key_for_idempotency(scope, digest))
@@ -177,10 +216,3 @@ class Store(SprocketStore, FactoryStore):
 
     async def save_seed(self, digest: str, record: bytes) -> None:
         await self.redis.hset(keys.SEEDS, digest, record)
-
-
-def _master(cluster: RedisCluster, key: str) -> str:
-    """The name (host:port) of the master that serves `key`'s slot, as the client knows it."""
-    node = cluster.get_node_from_key(key)
-    assert node is not None  # None only when a replica is asked for
-    return node.name

@@ -3,6 +3,8 @@ a cluster and a Sentinel deployment, two API processes (two apps, each with its 
 connections), one writing, the other reading."""
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -12,6 +14,7 @@ import httpx
 import pytest
 import redis.asyncio as redis
 
+from sprockets_cache.ops.embedded import EmbeddedRedis
 from sprockets_cache.settings import Settings
 from sprockets_cache.store import keyring
 from sprockets_cache.store.connections import Client, connect
@@ -257,3 +260,54 @@ async def _serves_as_replica(port: int, slot: int) -> bool:
             shards = await master.execute_command("CLUSTER", "SLOTS")
             mine = await master.execute_command("CLUSTER", "MYID")
     return any(start <= slot <= end and first[2] == mine for start, end, first, *_ in shards)
+
+
+@pytest.mark.parametrize(("rights", "kept_by"), [("+@all", "invalidations"), ("+@all -client", "stamps")])
+async def test_an_acl_user_gets_invalidations_if_it_may_and_stamps_if_it_may_not(
+    redis_server: Any, stack: AsyncExitStack, rights: str, kept_by: str
+) -> None:
+    """Logged in as a user of its own; one refused CLIENT (so CLIENT TRACKING) still gets right answers,
+    its factory answers checked by stamp, and says so in /metrics."""
+    admin = connect(redis_server.url, timeout_s=PATIENT_S)
+    stack.push_async_callback(admin.aclose)
+    await admin.flushdb()
+    await admin.execute_command("ACL", "SETUSER", "reader", "reset", "on", ">secret", "~*", "&*", *rights.split())
+    stack.push_async_callback(admin.execute_command, "ACL", "DELUSER", "reader")
+    url = redis_server.url.replace("redis://", "redis://reader:secret@")
+    settings = Settings(redis_url=url, redis_timeout_s=PATIENT_S)
+    writer, reader = [await serve(stack, settings, None) for _ in range(2)]
+    await ok(writer.post("/api/v1/factories", json={"chart_data": chart((0, 0, 0))}))
+    for n in range(1, 4):
+        await ok(reader.get("/api/v1/factories/1"))
+        await ok(writer.post("/api/v1/factories/1/chart_data", json=chart((n, n, 1))))
+        assert (await ok(reader.get("/api/v1/factories/1"))).json()["chart_data"]["time"][-1] == n
+    assert await metric(reader, "read_cache_hits_total") > 0
+    assert await metric(reader, "read_cache_tracking") == (kept_by == "invalidations")
+    refused = await metric(reader, 'read_cache_flushes_total{reason="refused"}')
+    assert refused == (kept_by == "stamps")
+
+
+async def test_a_frozen_redis_stops_answers_from_memory_until_it_answers_again(
+    tmp_path: Path, stack: AsyncExitStack
+) -> None:
+    """No pong for a heartbeat and the Redis timeout: what is held may be stale by the time Redis is back
+    (a failover elsewhere, say), so it is dropped, and tracking starts again once Redis answers."""
+    with EmbeddedRedis(tmp_path, appendfsync="always") as server:
+        api = await serve(stack, Settings(redis_url=server.url, redis_timeout_s=1.0), None)
+        assert await tracking(api)
+        await ok(api.post("/api/v1/sprockets", json=SPROCKET))
+        await ok(api.get("/api/v1/sprockets/1"))
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            async with asyncio.timeout(PATIENT_S):
+                while await metric(api, "read_cache_tracking") != 0:
+                    await asyncio.sleep(0.1)
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        assert await metric(api, 'read_cache_flushes_total{reason="connection"}') == 1
+        assert await tracking(api)
+        hits = await metric(api, "read_cache_hits_total")
+        for _ in range(2):
+            await ok(api.get("/api/v1/sprockets/1"))
+        assert await metric(api, "read_cache_hits_total") == hits + 1
+        await stack.aclose()

@@ -20,6 +20,7 @@ from sprockets_cache.deadlines import Deadlines
 from sprockets_cache.errors import WriteRefused
 from sprockets_cache.http import docs, events, factories, home, openapi, sprockets
 from sprockets_cache.http.admission import Admission
+from sprockets_cache.http.held import HeldReads
 from sprockets_cache.http.observability import AccessLog, Metrics, RequestObserver, metrics_endpoint
 from sprockets_cache.http.problems import exception_handlers
 from sprockets_cache.http.read_cache import ReadCache
@@ -227,16 +228,18 @@ def create_app(
             metrics.stopped()
 
     api = "/api/v1"
+    sprocket = _resource(
+        f"{api}/sprockets/{{sprocket_id:int}}",
+        GET=sprockets.get_sprocket,
+        PUT=sprockets.replace_sprocket,
+        PATCH=sprockets.patch_sprocket,
+        DELETE=sprockets.delete_sprocket,
+    )
+    factory = _resource(f"{api}/factories/{{factory_id:int}}", GET=factories.get_factory)
     # The router tries routes in order: the busiest first.
     routes = [
-        _resource(
-            f"{api}/sprockets/{{sprocket_id:int}}",
-            GET=sprockets.get_sprocket,
-            PUT=sprockets.replace_sprocket,
-            PATCH=sprockets.patch_sprocket,
-            DELETE=sprockets.delete_sprocket,
-        ),
-        _resource(f"{api}/factories/{{factory_id:int}}", GET=factories.get_factory),
+        sprocket,
+        factory,
         _resource(f"{api}/sprockets", GET=sprockets.list_sprockets, POST=sprockets.create_sprocket),
         _resource(f"{api}/factories", GET=factories.list_factories, POST=factories.create_factory),
         _resource(f"{api}/factories/{{factory_id:int}}/chart_data", POST=factories.write_chart_data),
@@ -261,6 +264,7 @@ def create_app(
             ),
             *_cors(settings),
             Middleware(Guard, settings=settings),
+            Middleware(HeldReads, routes={"sprockets": sprocket, "factories": factory}),
         ],
         exception_handlers=exception_handlers(UNAVAILABLE_ERRORS),
         lifespan=lifespan,

@@ -96,14 +96,16 @@ class ReadCache:
 
     # Kept by Redis's invalidations
 
-    def held(self, query: Key) -> Entry | None:
-        """The answer to `query` if held and still Redis's; None: a miss (take a ticket, read Redis, keep())."""
+    def held(self, query: Key, count_miss: bool = True) -> Entry | None:
+        """The answer to `query` if held and still Redis's; None: a miss (take a ticket, read Redis, keep()).
+        `count_miss`=False: a look whose miss the usual way counts (held.HeldReads)."""
         invalidations = self.invalidations
         assert invalidations is not None
         invalidations.take_in()
         entry = self._entries.get(query) if invalidations.confirmed else None
         if entry is None:
-            self.metrics.read_cache_misses.inc()
+            if count_miss:
+                self.metrics.read_cache_misses.inc()
             return None
         self._entries.move_to_end(query)
         self.metrics.read_cache_hits.inc()

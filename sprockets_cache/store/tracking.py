@@ -267,7 +267,7 @@ class Invalidations:
                 if node.confirmed and loop.time() - node.last_pong > deadline:
                     node.lose("no pong")
                 node.ping()
-                if not node.confirmed:
+                if not node.confirmed and not self.refused:
                     await self._open(node)
             self._resync.clear()
             # Not asyncio.timeout: on Python 3.11 it can swallow a cancel that comes as it expires.

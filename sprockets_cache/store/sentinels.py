@@ -56,12 +56,12 @@ class FollowingPool(SentinelConnectionPool):
         old, self.master_address = self.master_address, address
         if old is not None and old != address:
             log.warning("the Sentinels name %s:%s the master of %r, not %s:%s", *address, self.service_name, *old)
-            for switched in self.on_switch:
-                switched()
             for connection in self._in_use_connections:
                 connection.mark_for_reconnect()  # type: ignore[no-untyped-call]  # dropped when given back (see connections._Pool.release)
             with contextlib.suppress(redis.RedisError):
                 await self.disconnect(inuse_connections=False)
+            for switched in self.on_switch:
+                switched()
         return address
 
     async def aclose(self) -> None:

@@ -243,7 +243,9 @@ class Invalidations:
             node.close()
 
     def _switched(self) -> None:
-        """The Sentinels named another master."""
+        """The Sentinels named another master: nothing is held or kept until it is tracked."""
+        for node in self.nodes.values():
+            node.close()
         self.flushed("failover")
         self._resync.set()
 

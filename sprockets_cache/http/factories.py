@@ -58,12 +58,9 @@ async def list_factories(request: Request) -> Response:
     bucket_s = bucket_width(request)
     cache = read_cache(request)
     query = ("factories", after, limit, first, last, bucket_s, most)
-    ticket = None
-    if cache.tracking:
-        entry = cache.held(query)
-        if entry is not None:
-            return page_response(request, "factories", orjson.Fragment(entry.body), entry.next_id)
-        ticket = cache.ticket()
+    entry, ticket = cache.look(query)
+    if entry is not None:
+        return page_response(request, "factories", orjson.Fragment(entry.body), entry.next_id)
     # The same entries as single reads: a factory held (at its stamp in Redis) is not read again.
     held: dict[int, bytes] = {}
 
@@ -107,28 +104,32 @@ async def get_factory(request: Request) -> Response:
     factory_id = path_id(request, "factory_id")
     cache = read_cache(request)
     query = factory_key(factory_id, first, last, bucket_s)
-    ticket = None
-    if cache.tracking:
-        entry = cache.held(query)
-        if entry is not None:
-            return answer(request, entry.body, entry.version)
-        ticket = cache.ticket()
-    elif query in cache or header(request, b"if-none-match") is not None:
-        # The stamp alone (one small round trip) answers a conditional read, and tells whether the answer
-        # kept is still Redis's.
-        stamp = await store(request).factory_stamp(factory_id)
-        if not_modified(request, stamp.version):
-            return answer(request, b"", stamp.version)
-        entry = cache.get(query, stamp)
-        if entry is not None:
-            return answer(request, entry.body, stamp.version)
-    elif cache.enabled:
-        cache.get(query, None)  # a miss, counted
+    entry, ticket = cache.look(query)
+    if entry is not None:
+        return answer(request, entry.body, entry.version)
+    if not cache.tracking:
+        kept = await _kept_by_stamp(request, cache, query, factory_id)
+        if kept is not None:
+            return kept
     # The points and the stamp they are of, read in one step: the answer is kept under that stamp.
     factory = await store(request).get_factory(factory_id, first, last, most)
     body = _encoded(factory, bucket_s)
     _keep(cache, ticket, query, factory, body)
     return answer(request, body, factory.version)
+
+
+async def _kept_by_stamp(request: Request, cache: ReadCache, query: Key, factory_id: int) -> Response | None:
+    """Without tracking: the answer kept, if the factory's stamp in Redis is still the one it was read at;
+    None: read the points. The stamp alone (one small round trip) also answers a conditional read."""
+    if query not in cache and header(request, b"if-none-match") is None:
+        if cache.enabled:
+            cache.get(query, None)  # a miss, counted
+        return None
+    stamp = await store(request).factory_stamp(factory_id)
+    if not_modified(request, stamp.version):
+        return answer(request, b"", stamp.version)
+    entry = cache.get(query, stamp)
+    return None if entry is None else answer(request, entry.body, stamp.version)
 
 
 async def create_factory(request: Request) -> Response:
@@ -170,13 +171,9 @@ async def factory_summary(request: Request) -> Response:
     first, last = time_range(request)
     factory_id = path_id(request, "factory_id")
     cache = read_cache(request)
-    query = ("summary", factory_id, first, last)
-    ticket = None
-    if cache.tracking:
-        entry = cache.held(query)
-        if entry is not None:
-            return answer(request, entry.body, entry.version)
-        ticket = cache.ticket()
+    entry, ticket = cache.look(("summary", factory_id, first, last))
+    if entry is not None:
+        return answer(request, entry.body, entry.version)
     summary = await store(request).summarize_factory(factory_id, first, last)
     actual_total, goal_total = summary.actual_total, summary.goal_total
     body = {
@@ -189,5 +186,5 @@ async def factory_summary(request: Request) -> Response:
         "last_time": summary.last_time,
     }
     encoded = orjson.dumps(body)
-    cache.keep(query, ticket, (factory_changed(factory_id),), encoded, summary.version)
+    cache.keep(("summary", factory_id, first, last), ticket, (factory_changed(factory_id),), encoded, summary.version)
     return answer(request, encoded, summary.version)

@@ -111,6 +111,13 @@ class ReadCache:
         self.metrics.read_cache_hits.inc()
         return entry
 
+    def look(self, query: Key) -> tuple[Entry | None, Ticket | None]:
+        """With tracking: the answer held, or None and the ticket to keep the answer read from Redis with."""
+        if not self.tracking:
+            return None, None
+        entry = self.held(query)
+        return entry, None if entry is not None else self.ticket()
+
     def ticket(self) -> Ticket | None:
         """What a miss keeps its answer with; None while the invalidations are not confirmed."""
         invalidations = self.invalidations

@@ -37,14 +37,10 @@ def _location(sprocket_id: int) -> str:
 async def list_sprockets(request: Request) -> Response:
     after, limit = page(request)
     cache = read_cache(request)
-    if not cache.tracking:
-        sprockets, last = await store(request).list_sprockets(after, limit)
-        return page_response(request, "sprockets", sprockets, last)
     query = ("sprockets", after, limit)
-    entry = cache.held(query)
+    entry, ticket = cache.look(query)
     if entry is not None:
         return page_response(request, "sprockets", orjson.Fragment(entry.body), entry.next_id)
-    ticket = cache.ticket()
     sprockets, last = await store(request).list_sprockets(after, limit)
     body = orjson.dumps(sprockets)
     cache.keep(query, ticket, (SPROCKET_LIST,), body, next_id=last)
@@ -54,14 +50,10 @@ async def list_sprockets(request: Request) -> Response:
 async def get_sprocket(request: Request) -> Response:
     sprocket_id = path_id(request, "sprocket_id")
     cache = read_cache(request)
-    if not cache.tracking:
-        sprocket = await store(request).get_sprocket(sprocket_id)
-        return versioned_response(request, orjson.Fragment(sprocket.json), sprocket.version)
     query = ("sprocket", sprocket_id)
-    entry = cache.held(query)
+    entry, ticket = cache.look(query)
     if entry is not None:
         return answer(request, entry.body, entry.version)
-    ticket = cache.ticket()
     sprocket = await store(request).get_sprocket(sprocket_id)
     cache.keep(query, ticket, (sprocket_changed(sprocket_id),), sprocket.json, sprocket.version)
     return answer(request, sprocket.json, sprocket.version)

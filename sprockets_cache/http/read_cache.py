@@ -137,7 +137,10 @@ class ReadCache:
         next_id: int | None = None,
     ) -> None:
         """Keep the answer a miss read after taking `ticket`, unless what it depends on changed since."""
-        if ticket is None or ticket.generation != self._generation or ticket.heard < self._floor:
+        if ticket is None or self.invalidations is None:
+            return
+        self.invalidations.take_in()  # what arrived while the miss read Redis
+        if ticket.generation != self._generation or ticket.heard < self._floor:
             return
         depends = tuple(depends)
         changed_at = self._changed_at

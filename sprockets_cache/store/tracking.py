@@ -9,11 +9,10 @@ write's reply: Redis sends the broadcast messages of an event-loop turn before i
 replies, so on one host an invalidation is in our socket before the writer hears its write succeeded.
 
 The socket is ours, non-blocking: `take_in()` reads whatever has reached it without waiting, which a read
-answered from memory does first, whatever order the event loop runs things in, and a miss before it keeps
-its answer; otherwise every TAKE_IN_EVERY_S. A heartbeat PINGs each
-connection; a connection lost, silent or refused, a null invalidation (FLUSHALL, FLUSHDB), a Sentinel
-failover or a change in a cluster's nodes or slots calls `flushed(reason)`, and `confirmed` is False
-until every node's tracking is back.
+answered from memory does first, whatever order the event loop runs things in, and so does a miss before
+it keeps its answer; else every TAKE_IN_EVERY_S. A heartbeat PINGs each connection; a connection lost,
+silent or refused, a null invalidation (FLUSHALL, FLUSHDB), a Sentinel failover or a change in a cluster's
+nodes or slots calls `flushed(reason)`, and `confirmed` is False until every node's tracking is back.
 """
 
 import asyncio

@@ -50,7 +50,7 @@ class Unsupported(Exception):
 
 
 class RefusedError(Exception):
-    """Redis answered the tracking handshake with an error (an ACL without CLIENT, an old server)."""
+    """Redis refused the tracking handshake (an ACL without CLIENT, an old server)."""
 
 
 class _Node:
@@ -157,12 +157,10 @@ class _Node:
 
 
 class Invalidations:
-    """The tracking connections of a client: one to a single Redis, one to the master the Sentinels name,
-    one to each node of a cluster (masters and replicas: a replica promoted while a cut-off master still
-    answers us already reports the writes it takes).
-
-    `changed(keys)` gets each invalidation's keys, `flushed(reason)` each fault after which nothing held
-    can be trusted; `confirmed` says whether every node's tracking is registered and heard from."""
+    """The tracking connections of a client: to a single Redis, to the master the Sentinels name, or to
+    each node of a cluster (replicas too: one promoted while a cut-off master still answers us reports
+    the writes it takes). `changed(keys)` gets each invalidation's keys, `flushed(reason)` each fault
+    after which nothing held can be trusted; `confirmed`: every node's tracking is registered and heard."""
 
     def __init__(
         self,
@@ -192,9 +190,8 @@ class Invalidations:
         poll() for every node's socket, which costs a held read about a microsecond; a recv() that finds
         nothing would cost it five, in its exception."""
         for fd, _ in self._poll.poll(0):
-            node = self._watched.get(fd)
-            if node is not None:
-                node.take_in()
+            if fd in self._watched:  # else closed by a node before it in this loop
+                self._watched[fd].take_in()
 
     def watch(self, node: _Node, fd: int) -> None:
         self._poll.register(fd, select.POLLIN)
@@ -202,9 +199,8 @@ class Invalidations:
         self._count()
 
     def unwatch(self, fd: int) -> None:
-        with contextlib.suppress(KeyError):
+        if self._watched.pop(fd, None) is not None:
             self._poll.unregister(fd)
-        self._watched.pop(fd, None)
         self._count()
 
     def _count(self) -> None:
@@ -351,6 +347,4 @@ def _credentials(client: Client) -> tuple[str, ...]:
     if kind not in PLAIN_CONNECTIONS:
         raise Unsupported(getattr(kind, "__name__", "no connection class"))
     password, username = options.get("password"), options.get("username")
-    if password is None:
-        return ()
-    return (username, password) if username else (password,)
+    return () if password is None else (username, password) if username else (password,)

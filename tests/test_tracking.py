@@ -50,6 +50,15 @@ async def tracking(api: httpx.AsyncClient) -> bool:
     return True
 
 
+async def tracked_pair(clients: tuple[Client, Client], stack: AsyncExitStack) -> list[httpx.AsyncClient]:
+    """Two apps, one on each client, their invalidations confirmed."""
+    settings = Settings(redis_timeout_s=PATIENT_S)
+    apps = [await serve(stack, settings, client) for client in clients]
+    for app in apps:
+        assert await tracking(app)
+    return apps
+
+
 def reads(sprocket_id: int, factory_id: int) -> list[tuple[str, dict[str, Any]]]:
     """What the reader reads after each write: a sprocket, a page of them, a factory whole, a range of it,
     buckets, a summary, the factories' listing."""
@@ -97,9 +106,7 @@ async def alternate(writer: httpx.AsyncClient, reader: httpx.AsyncClient, rounds
 async def test_a_write_through_one_process_is_in_the_next_read_through_another(
     real_redis_pair: tuple[Client, Client], stack: AsyncExitStack
 ) -> None:
-    settings = Settings(redis_timeout_s=PATIENT_S)
-    first, second = [await serve(stack, settings, client) for client in real_redis_pair]
-    assert await tracking(first) and await tracking(second)
+    first, second = await tracked_pair(real_redis_pair, stack)
     await alternate(first, second, ALTERNATIONS)
 
 
@@ -134,9 +141,7 @@ async def test_a_lost_tracking_connection_drops_everything_until_it_is_back(
     real_redis_pair: tuple[Client, Client], stack: AsyncExitStack
 ) -> None:
     """A write made while the reader's invalidations were cut off is in its next read all the same."""
-    settings = Settings(redis_timeout_s=PATIENT_S)
-    writer, reader = [await serve(stack, settings, client) for client in real_redis_pair]
-    assert await tracking(writer) and await tracking(reader)
+    writer, reader = await tracked_pair(real_redis_pair, stack)
     await ok(writer.post("/api/v1/sprockets", json=SPROCKET))
     for _ in range(2):
         await ok(reader.get("/api/v1/sprockets/1"))
@@ -174,9 +179,7 @@ async def _kill(client: Client, node: Any, client_id: str) -> None:
 async def test_a_write_racing_a_miss_is_never_kept_stale(
     real_redis_pair: tuple[Client, Client], stack: AsyncExitStack
 ) -> None:
-    settings = Settings(redis_timeout_s=PATIENT_S)
-    writer, reader = [await serve(stack, settings, client) for client in real_redis_pair]
-    assert await tracking(writer) and await tracking(reader)
+    writer, reader = await tracked_pair(real_redis_pair, stack)
     await ok(writer.post("/api/v1/sprockets", json=SPROCKET))
     await ok(writer.post("/api/v1/factories", json={"chart_data": chart((0, 0, 0))}))
     for n in range(1, RACES + 1):

@@ -55,7 +55,7 @@ import httpx
 import redis
 
 # tests/sentinel.py: this file runs as a script (python tests/partitions.py), with tests/ first on sys.path.
-from sentinel import MASTER_NAME, local_sentinels
+from sentinel import MASTER_NAME, end_process, local_sentinels
 
 from sprockets_cache.ops.cli import main as sprockets_cache_main
 from sprockets_cache.ops.embedded import EmbeddedRedis, free_port
@@ -194,17 +194,6 @@ def redis_server(directory: Path, host: str, extra: list[str], setup: Setup, por
     """An EmbeddedRedis on `host`, whose own connections (to its master, to cluster peers) leave from `host`."""
     args = ["--bind-source-addr", host, "--protected-mode", "no", *extra, *min_replicas(setup)]
     return EmbeddedRedis(directory, port=port, appendfsync="always", extra_args=args, host=host)
-
-
-def end_process(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(process.pid, signal.SIGCONT)
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def client(host: str, port: int) -> redis.Redis:

@@ -4,7 +4,9 @@ free ports; with `own_hosts` (or `hosts`), each on a loopback address of its own
 one off from the others."""
 
 import contextlib
+import os
 import random
+import signal
 import socket
 import subprocess
 import time
@@ -132,13 +134,16 @@ def local_sentinels(
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            stack.callback(_end, process)
+            stack.callback(end_process, process)
         _wait_until_watching(ports, copies, password)
         logs = [base_dir / f"sentinel{n}" / "sentinel.log" for n in range(SENTINELS)]
         yield Deployment(master, copies, ports, password, logs, hosts)
 
 
-def _end(process: subprocess.Popen[bytes]) -> None:
+def end_process(process: subprocess.Popen[bytes]) -> None:
+    """Stopped for good, also if a test paused it (SIGSTOP)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, signal.SIGCONT)
     process.terminate()
     try:
         process.wait(timeout=10)
